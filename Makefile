@@ -1,0 +1,40 @@
+# The two commands of the README: `make run` and `make test`. Both create the
+# virtual environment and install what they need on first use.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt | cksum | cut -d' ' -f1)
+HOST ?= 127.0.0.1
+PORT ?= 8000
+
+.PHONY: install run test lint check-deploy
+
+$(STAMP): requirements.txt requirements-dev.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -r requirements-dev.txt
+	rm -f $(VENV)/.installed-* && touch $(STAMP)
+
+install: $(STAMP)
+
+# Serve on $(HOST):$(PORT): SQLite and the in-process cache unless DATABASE_URL /
+# REDIS_URL are set. DEBUG is on here (and only here) unless you set it.
+run: install
+	@export DEBUG=$${DEBUG:-true}; \
+	$(BIN)/python manage.py migrate --noinput && \
+	TOKEN=$$($(BIN)/python manage.py issue_token demo --create | tail -n 1) && \
+	echo "" && \
+	echo "Demo user 'demo', API token: $$TOKEN" && \
+	echo "Try: curl -s -H 'Authorization: Bearer $$TOKEN' -H 'Content-Type: application/json' \\" && \
+	echo "       -d '{\"sessionId\": \"demo-1\", \"message\": {\"role\": \"user\", \"content\": \"Hello\"}}' \\" && \
+	echo "       http://$(HOST):$(PORT)/api/chat/messages" && \
+	echo "" && \
+	exec $(BIN)/python manage.py runserver $(HOST):$(PORT)
+
+# Run the suite. Extra pytest arguments: make test ARGS="-k guest -x"
+test: install
+	$(BIN)/pytest $(ARGS)
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .

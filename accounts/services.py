@@ -1,0 +1,37 @@
+"""Writes to users and their tokens, shared by the admin and the commands."""
+
+from django.db import transaction
+from rest_framework.authtoken.models import Token
+
+from accounts.models import Tier, User
+
+
+def user_get_or_create(*, username: str, create: bool) -> tuple[User, bool]:
+    """The user named `username`; made with no usable password when `create`."""
+    try:
+        return User.objects.get(username=username), False
+    except User.DoesNotExist:
+        if not create:
+            raise
+    user = User(username=username)
+    user.set_unusable_password()
+    user.full_clean(exclude=["password"])
+    user.save()
+    return user, True
+
+
+def user_set_tier(*, user: User, tier: str) -> User:
+    if tier not in Tier.values:
+        raise ValueError(f"unknown tier {tier!r}; choose from {', '.join(Tier.values)}")
+    user.tier = tier
+    user.save(update_fields=["tier"])
+    return user
+
+
+@transaction.atomic
+def token_for(*, user: User, rotate: bool = False) -> Token:
+    """The user's API token, made on first use; a new key when rotating."""
+    if rotate:
+        Token.objects.filter(user=user).delete()
+    token, _ = Token.objects.get_or_create(user=user)
+    return token

@@ -1,0 +1,134 @@
+"""Staff pages for inspecting sessions and messages, fast on a million rows.
+
+No full counts (the paginator counts at most COUNT_CAP rows), no giant dropdowns
+(raw id widgets), no N+1 (owners are joined in the list query).
+"""
+
+from django.contrib import admin
+from django.core.paginator import Paginator
+from django.urls import reverse
+from django.utils.functional import cached_property
+from django.utils.html import format_html, format_html_join
+
+from chat.models import ChatMessage, ChatSession
+
+COUNT_CAP = 10_000
+SESSION_PAGE_MESSAGES = 100
+
+
+class CappedCountPaginator(Paginator):
+    """Counts at most COUNT_CAP rows, so a changelist never scans a whole table."""
+
+    @cached_property
+    def count(self) -> int:
+        return (
+            self.object_list[: COUNT_CAP + 1].count() if hasattr(self.object_list, "query") else len(self.object_list)
+        )
+
+
+class OwnerKindFilter(admin.SimpleListFilter):
+    title = "kind"
+    parameter_name = "kind"
+
+    def lookups(self, request, model_admin):
+        return [("guest", "Guest sessions"), ("owned", "Owned by a user")]
+
+    def queryset(self, request, queryset):
+        if self.value() == "guest":
+            return queryset.filter(user__isnull=True)
+        if self.value() == "owned":
+            return queryset.filter(user__isnull=False)
+        return queryset
+
+
+@admin.register(ChatSession)
+class ChatSessionAdmin(admin.ModelAdmin):
+    list_display = (
+        "id",
+        "title",
+        "owner",
+        "message_count",
+        "total_tokens",
+        "last_model",
+        "last_message_timestamp",
+        "updated_at",
+    )
+    list_filter = (OwnerKindFilter, "updated_at")
+    search_fields = ("=id", "title", "user__username")
+    list_select_related = ("user",)
+    ordering = ("-updated_at", "-id")
+    raw_id_fields = ("user",)
+    paginator = CappedCountPaginator
+    show_full_result_count = False
+    readonly_fields = (
+        "id",
+        "session_key",
+        "message_count",
+        "total_tokens",
+        "last_model",
+        "last_message_preview",
+        "last_message_timestamp",
+        "created_at",
+        "updated_at",
+        "recent_messages",
+    )
+    fields = ("id", "user", "guest_name", "title", *readonly_fields[1:])
+
+    @admin.display(ordering="user__username", description="owner")
+    def owner(self, obj: ChatSession) -> str:
+        return obj.user.username if obj.user_id else "(guest)"
+
+    @admin.display(description="messages")
+    def recent_messages(self, obj: ChatSession) -> str:
+        """The newest messages, read-only; the full list is one click away."""
+        messages = list(
+            ChatMessage.objects.filter(session=obj)
+            .order_by("-timestamp", "-id")
+            .select_related("author")[:SESSION_PAGE_MESSAGES]
+        )[::-1]
+        rows = format_html_join(
+            "",
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td style='white-space:pre-wrap'>{}</td></tr>",
+            (
+                (
+                    m.timestamp.isoformat(),
+                    m.message_id,
+                    m.role + (f" ({m.author.username})" if m.author_id else ""),
+                    m.model or "",
+                    (m.content[:2000] if not m.error else f"[error {m.error_code or ''}] {m.error_message or ''}"),
+                )
+                for m in messages
+            ),
+        )
+        link = reverse("admin:chat_chatmessage_changelist") + f"?session__id__exact={obj.pk}"
+        return format_html(
+            "<p>The newest {} of {} messages. <a href='{}'>All messages of this session</a></p>"
+            "<table><thead><tr><th>time</th><th>id</th><th>role</th><th>model</th><th>content</th>"
+            "</tr></thead><tbody>{}</tbody></table>",
+            len(messages),
+            obj.message_count,
+            link,
+            rows,
+        )
+
+    def has_add_permission(self, request) -> bool:
+        # Sessions are made by their owners through the API.
+        return False
+
+
+@admin.register(ChatMessage)
+class ChatMessageAdmin(admin.ModelAdmin):
+    list_display = ("id", "session_id", "message_id", "role", "model", "total_tokens", "error", "timestamp")
+    list_filter = ("role", "error", "content_type")
+    search_fields = ("=message_id", "=session__id", "content")
+    raw_id_fields = ("session", "author")
+    ordering = ("-id",)
+    paginator = CappedCountPaginator
+    show_full_result_count = False
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        # Messages change only through the services, which keep the statistics.
+        return False

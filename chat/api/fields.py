@@ -1,0 +1,48 @@
+"""Serializer fields that take JSON types as they are.
+
+DRF's fields coerce: `"42"` becomes 42, `1` becomes True, `42` becomes "42", and
+CharField trims whitespace. A chat history must store what the client sent byte
+for byte and reject the wrong type, so these fields do not coerce.
+"""
+
+from rest_framework import serializers
+
+# The largest value of the integer columns (PostgreSQL `integer`).
+INT_MAX = 2**31 - 1
+
+
+class StrictCharField(serializers.CharField):
+    def __init__(self, **kwargs):
+        kwargs.setdefault("trim_whitespace", False)
+        super().__init__(**kwargs)
+
+    def to_internal_value(self, data):
+        if not isinstance(data, str):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+class StrictIntegerField(serializers.IntegerField):
+    def __init__(self, **kwargs):
+        kwargs.setdefault("min_value", 0)
+        kwargs.setdefault("max_value", INT_MAX)
+        super().__init__(**kwargs)
+
+    def to_internal_value(self, data):
+        if isinstance(data, bool) or not isinstance(data, int):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+class StrictBooleanField(serializers.BooleanField):
+    def to_internal_value(self, data):
+        if not isinstance(data, bool):
+            self.fail("invalid")
+        return data
+
+
+class StrictDateTimeField(serializers.DateTimeField):
+    def to_internal_value(self, value):
+        if not isinstance(value, str):
+            self.fail("invalid", format="ISO 8601")
+        return super().to_internal_value(value)

@@ -1,0 +1,118 @@
+"""GET and POST /api/chat/messages: the messages of the caller's sessions."""
+
+from rest_framework import serializers
+from rest_framework.response import Response
+
+from chat import selectors, services
+from chat.api import fields
+from chat.api.base import ApiView
+from chat.models import CLIENT_ID_PATTERN, ContentType, Role
+from chat.selectors import message_to_wire
+
+MAX_MESSAGES_PER_REQUEST = 100
+MAX_SUGGESTIONS = 20
+
+
+def client_id_field(**kwargs) -> serializers.RegexField:
+    return serializers.RegexField(
+        CLIENT_ID_PATTERN,
+        max_length=128,
+        error_messages={"invalid": "Use 1-128 characters of letters, digits and . _ : -"},
+        **kwargs,
+    )
+
+
+class MessageInputSerializer(serializers.Serializer):
+    """One message as a client sends it. Unknown keys are ignored."""
+
+    id = client_id_field(source="message_id", required=False)
+    role = serializers.ChoiceField(choices=Role.choices)
+    content = fields.StrictCharField(required=False, allow_blank=True, default="")
+    contentType = serializers.ChoiceField(
+        source="content_type", choices=ContentType.choices, required=False, default=ContentType.TEXT
+    )
+    model = fields.StrictCharField(required=False, allow_null=True, max_length=255)
+    originalModel = fields.StrictCharField(source="original_model", required=False, allow_null=True, max_length=255)
+    total_tokens = fields.StrictIntegerField(required=False, allow_null=True)
+    input_tokens = fields.StrictIntegerField(required=False, allow_null=True)
+    output_tokens = fields.StrictIntegerField(required=False, allow_null=True)
+    user_message_id = fields.StrictCharField(required=False, allow_null=True, max_length=128)
+    elapsed_time = fields.StrictIntegerField(required=False, allow_null=True, help_text="milliseconds")
+    completion_id = fields.StrictCharField(required=False, allow_null=True, max_length=255)
+    timestamp = fields.StrictDateTimeField(required=False, allow_null=True, help_text="ISO 8601; no offset means UTC")
+    error = fields.StrictBooleanField(required=False, default=False)
+    error_message = fields.StrictCharField(required=False, allow_null=True, allow_blank=True)
+    error_code = fields.StrictCharField(required=False, allow_null=True, max_length=100)
+    retry_after = fields.StrictIntegerField(required=False, allow_null=True, help_text="seconds")
+    suggestions = serializers.ListField(
+        child=fields.StrictCharField(max_length=1000),
+        required=False,
+        allow_null=True,
+        max_length=MAX_SUGGESTIONS,
+    )
+
+
+class MessageOutputSerializer(serializers.Serializer):
+    """A stored message; every key is present, unset ones are null."""
+
+    id = serializers.CharField()
+    role = serializers.ChoiceField(choices=Role.choices)
+    content = serializers.CharField()
+    contentType = serializers.ChoiceField(choices=ContentType.choices)
+    model = serializers.CharField(allow_null=True)
+    originalModel = serializers.CharField(allow_null=True)
+    total_tokens = serializers.IntegerField(allow_null=True)
+    input_tokens = serializers.IntegerField(allow_null=True)
+    output_tokens = serializers.IntegerField(allow_null=True)
+    user_message_id = serializers.CharField(allow_null=True)
+    elapsed_time = serializers.IntegerField(allow_null=True)
+    completion_id = serializers.CharField(allow_null=True)
+    timestamp = serializers.DateTimeField()
+    error = serializers.BooleanField()
+    error_message = serializers.CharField(allow_null=True)
+    error_code = serializers.CharField(allow_null=True)
+    retry_after = serializers.IntegerField(allow_null=True)
+    suggestions = serializers.ListField(child=serializers.CharField(), allow_null=True)
+
+
+class ChatMessagesApi(ApiView):
+    """The messages of one of your chat sessions: read them, or save new ones."""
+
+    class QuerySerializer(serializers.Serializer):
+        session_id = client_id_field()
+
+    class InputSerializer(serializers.Serializer):
+        sessionId = client_id_field()
+        sessionTitle = fields.StrictCharField(required=False, allow_null=True, allow_blank=True, max_length=255)
+        message = MessageInputSerializer(required=False)
+        messages = MessageInputSerializer(many=True, required=False, min_length=1, max_length=MAX_MESSAGES_PER_REQUEST)
+
+        def validate(self, attrs):
+            if ("message" in attrs) == ("messages" in attrs):
+                raise serializers.ValidationError(
+                    {"non_field_errors": ["Send exactly one of `message` or `messages`."]}
+                )
+            messages = [attrs["message"]] if "message" in attrs else attrs["messages"]
+            ids = [m["message_id"] for m in messages if m.get("message_id")]
+            if len(ids) != len(set(ids)):
+                raise serializers.ValidationError({"messages": ["Two messages share one `id`."]})
+            return {"session_id": attrs["sessionId"], "session_title": attrs.get("sessionTitle"), "messages": messages}
+
+    class OutputSerializer(serializers.Serializer):
+        messages = MessageOutputSerializer(many=True)
+        count = serializers.IntegerField()
+        success = serializers.BooleanField()
+
+    def get(self, request):
+        query = self.QuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        return Response(selectors.session_messages(user=request.user, session_id=query.validated_data["session_id"]))
+
+    def post(self, request):
+        payload = self.InputSerializer(data=request.data)
+        payload.is_valid(raise_exception=True)
+        stored = services.messages_save(user=request.user, **payload.validated_data)
+        return Response(
+            {"messages": [message_to_wire(m) for m in stored], "count": len(stored), "success": True},
+            status=201,
+        )

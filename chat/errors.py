@@ -1,0 +1,184 @@
+"""One exception root, one envelope, one handler for every error of every endpoint.
+
+Views and services just raise; `api_exception_handler` (DRF) and the Django
+handlers below turn every failure into the envelope of API.md:
+`{"success": false, "message", "data": null, "error": {"code", "details"}, ...}`.
+"""
+
+import logging
+from datetime import UTC, datetime
+
+from django import db
+from django.conf import settings
+from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.http import Http404, HttpRequest, HttpResponse
+from rest_framework import exceptions as drf
+from rest_framework.response import Response
+from rest_framework.views import exception_handler as drf_exception_handler
+
+from chat.json import json_response
+
+logger = logging.getLogger(__name__)
+
+
+class ApiError(Exception):
+    """The root of every error a view or service raises on purpose."""
+
+    status = 400
+    code = "VALIDATION_ERROR"
+    message = "Invalid request"
+
+    def __init__(self, message: str | None = None, *, details=None, headers: dict | None = None):
+        super().__init__(message or self.message)
+        self.message = message or self.message
+        self.details = details
+        self.headers = headers or {}
+
+
+class ValidationFailed(ApiError):
+    pass
+
+
+class Forbidden(ApiError):
+    status, code, message = 403, "FORBIDDEN", "You do not have permission to do this"
+
+
+class NotFound(ApiError):
+    status, code, message = 404, "NOT_FOUND", "Not found"
+
+
+class PayloadTooLarge(ApiError):
+    status, code, message = 413, "PAYLOAD_TOO_LARGE", "Request body is too large"
+
+
+class RateLimitExceeded(ApiError):
+    status, code, message = 429, "RATE_LIMIT_EXCEEDED", "Rate limit exceeded"
+
+
+class ServiceUnavailable(ApiError):
+    status, code, message = 503, "SERVICE_UNAVAILABLE", "Service temporarily unavailable"
+
+
+# DRF's exceptions, translated to the codes of API.md.
+DRF_CODES: list[tuple[type[Exception], int, str]] = [
+    (drf.ValidationError, 400, "VALIDATION_ERROR"),
+    (drf.ParseError, 400, "VALIDATION_ERROR"),
+    (drf.NotAuthenticated, 401, "UNAUTHENTICATED"),
+    (drf.AuthenticationFailed, 401, "UNAUTHENTICATED"),
+    (drf.PermissionDenied, 403, "FORBIDDEN"),
+    (drf.NotFound, 404, "NOT_FOUND"),
+    (drf.MethodNotAllowed, 405, "METHOD_NOT_ALLOWED"),
+    (drf.NotAcceptable, 406, "NOT_ACCEPTABLE"),
+    (drf.UnsupportedMediaType, 415, "UNSUPPORTED_MEDIA_TYPE"),
+    (drf.Throttled, 429, "RATE_LIMIT_EXCEEDED"),
+]
+
+# A database that cannot be reached (or went away mid-request) is a 503, not a 500.
+DATABASE_DOWN = (db.OperationalError, db.InterfaceError)
+
+
+def utc_timestamp() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def envelope(
+    request: HttpRequest | None,
+    *,
+    success: bool,
+    message: str,
+    data=None,
+    error: dict | None = None,
+    meta=None,
+) -> dict:
+    """The body every guest response and every error response shares."""
+    return {
+        "success": success,
+        "message": message,
+        "data": data,
+        "error": error,
+        "meta": meta,
+        "trace_id": getattr(request, "trace_id", None),
+        "timestamp": utc_timestamp(),
+    }
+
+
+def error_body(request, *, code: str, message: str, details=None) -> dict:
+    return envelope(request, success=False, message=message, error={"code": code, "details": details})
+
+
+def error_response(request, *, status: int, code: str, message: str, details=None, headers=None) -> HttpResponse:
+    """An error envelope for plain Django views and middleware."""
+    response = json_response(error_body(request, code=code, message=message, details=details), status=status)
+    for name, value in (headers or {}).items():
+        response[name] = value
+    return response
+
+
+def _message_of(exc: drf.APIException) -> str:
+    detail = exc.detail
+    if isinstance(detail, str):
+        return str(detail)
+    return "Invalid request"
+
+
+def api_exception_handler(exc: Exception, context: dict) -> Response | None:
+    """DRF's handler, wrapped so that every error is the one envelope."""
+    request = context.get("request")
+    if isinstance(exc, ApiError):
+        body = error_body(request, code=exc.code, message=exc.message, details=exc.details)
+        return Response(body, status=exc.status, headers=exc.headers)
+    if isinstance(exc, DATABASE_DOWN):
+        logger.error("database unavailable: %s", exc.__class__.__name__)
+        body = error_body(request, code=ServiceUnavailable.code, message=ServiceUnavailable.message)
+        return Response(body, status=503, headers={"Retry-After": "5"})
+    if isinstance(exc, Http404):
+        exc = drf.NotFound()
+    elif isinstance(exc, DjangoPermissionDenied):
+        exc = drf.PermissionDenied()
+
+    response = drf_exception_handler(exc, context)
+    if response is None:
+        if settings.DEBUG:
+            return None  # DRF re-raises: Django's debug page shows the traceback.
+        logger.exception("unhandled error", exc_info=exc)
+        body = error_body(request, code="INTERNAL_ERROR", message="Internal server error")
+        return Response(body, status=500)
+
+    status, code = next(
+        ((status, code) for exc_class, status, code in DRF_CODES if isinstance(exc, exc_class)),
+        (response.status_code, "ERROR"),
+    )
+    details = None
+    if isinstance(exc, drf.ValidationError):
+        details = exc.detail
+    elif isinstance(exc, drf.ParseError):
+        details = {"body": [_message_of(exc)]}
+    elif isinstance(exc, drf.Throttled):
+        details = {"retry_after": exc.wait}
+    message = "Invalid request" if isinstance(exc, drf.ValidationError) else _message_of(exc)
+    response.data = error_body(request, code=code, message=message, details=details)
+    response.status_code = status
+    return response
+
+
+# Django's own error views (unknown URLs, CSRF failures outside DRF, crashes).
+
+
+def bad_request(request, exception=None):
+    return error_response(request, status=400, code="VALIDATION_ERROR", message="Bad request")
+
+
+def permission_denied(request, exception=None):
+    return error_response(request, status=403, code="FORBIDDEN", message="Forbidden")
+
+
+def page_not_found(request, exception=None):
+    return error_response(request, status=404, code="NOT_FOUND", message="Not found")
+
+
+def server_error(request):
+    return error_response(request, status=500, code="INTERNAL_ERROR", message="Internal server error")
+
+
+def csrf_failure(request, reason=""):
+    return error_response(request, status=403, code="FORBIDDEN", message="CSRF verification failed")

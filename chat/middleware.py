@@ -1,0 +1,100 @@
+"""Middleware that every request passes: trace ids, the body limit, database outages."""
+
+import io
+import re
+import uuid
+
+from django.conf import settings
+from django.core.handlers.wsgi import LimitedStream
+
+from chat.errors import DATABASE_DOWN, ServiceUnavailable, error_response
+from chat.logging import trace_id_var
+
+TRACE_ID_RE = re.compile(r"[A-Za-z0-9._-]{1,64}")
+
+
+def trace_id_from(request) -> str:
+    """The client's X-Request-ID or X-Correlation-ID when well-formed, else a new UUID4."""
+    for header in ("HTTP_X_REQUEST_ID", "HTTP_X_CORRELATION_ID"):
+        value = request.META.get(header, "")
+        if TRACE_ID_RE.fullmatch(value):
+            return value
+    return str(uuid.uuid4())
+
+
+class RequestIdMiddleware:
+    """Give each request a trace id, put it on every log line and echo it back."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        request.trace_id = trace_id_from(request)
+        token = trace_id_var.set(request.trace_id)
+        try:
+            response = self.get_response(request)
+        finally:
+            trace_id_var.reset(token)
+        response["X-Request-ID"] = request.trace_id
+        return response
+
+    def process_exception(self, request, exception):
+        # Outside DRF views (admin, health checks), a database outage is a 503 too.
+        if isinstance(exception, DATABASE_DOWN):
+            return error_response(
+                request,
+                status=ServiceUnavailable.status,
+                code=ServiceUnavailable.code,
+                message=ServiceUnavailable.message,
+                headers={"Retry-After": "5"},
+            )
+        return None
+
+
+class BodySizeLimitMiddleware:
+    """Answer 413 before anything reads a body over MAX_REQUEST_BODY_BYTES.
+
+    Django's WSGI request reads at most CONTENT_LENGTH bytes of the body, so the
+    declared length is the size of whatever will be read. A chunked body has no
+    declared length: it is read here, up to one byte past the limit, and handed
+    on as if it had been sent with one.
+    """
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+        self.limit = settings.MAX_REQUEST_BODY_BYTES
+
+    def __call__(self, request):
+        if "chunked" in request.META.get("HTTP_TRANSFER_ENCODING", "").lower() and not request.META.get(
+            "CONTENT_LENGTH"
+        ):
+            self._buffer_chunked_body(request)
+        raw = request.META.get("CONTENT_LENGTH") or "0"
+        try:
+            length = int(raw)
+        except ValueError:
+            length = -1
+        if length < 0:
+            return error_response(
+                request,
+                status=400,
+                code="VALIDATION_ERROR",
+                message="Invalid Content-Length header",
+                details={"Content-Length": ["Must be a non-negative integer."]},
+            )
+        if length > self.limit:
+            return error_response(
+                request,
+                status=413,
+                code="PAYLOAD_TOO_LARGE",
+                message=f"Request body is larger than {self.limit} bytes",
+            )
+        return self.get_response(request)
+
+    def _buffer_chunked_body(self, request) -> None:
+        stream = request.META.get("wsgi.input")
+        if stream is None:
+            return
+        body = stream.read(self.limit + 1)
+        request.META["CONTENT_LENGTH"] = str(len(body))
+        request._stream = LimitedStream(io.BytesIO(body[: self.limit]), min(len(body), self.limit))

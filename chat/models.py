@@ -1,0 +1,130 @@
+"""The two tables: chat sessions and their messages."""
+
+import uuid
+
+from django.conf import settings
+from django.core.validators import RegexValidator
+from django.db import models
+from django.utils import timezone
+
+CLIENT_ID_PATTERN = r"^[A-Za-z0-9._:-]{1,128}$"
+client_id_validator = RegexValidator(CLIENT_ID_PATTERN, "Use 1-128 characters of letters, digits and . _ : -")
+
+DEFAULT_TITLE = "New Chat"
+
+
+class Role(models.TextChoices):
+    USER = "user"
+    ASSISTANT = "assistant"
+    SYSTEM = "system"
+
+
+class ContentType(models.TextChoices):
+    TEXT = "text"
+    MARKDOWN = "markdown"
+
+
+class ChatSession(models.Model):
+    """A conversation. Its statistics move in the transaction of every write."""
+
+    id = models.CharField(primary_key=True, max_length=128, validators=[client_id_validator])
+    # Null for a guest session, whose only credential is its session_key.
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="chat_sessions",
+    )
+    session_key = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    guest_name = models.CharField(max_length=100, blank=True, default="")
+    title = models.CharField(max_length=255, default=DEFAULT_TITLE)
+    message_count = models.PositiveIntegerField(default=0)
+    total_tokens = models.BigIntegerField(default=0)
+    last_model = models.CharField(max_length=255, null=True, blank=True)
+    last_message_preview = models.CharField(max_length=100, null=True, blank=True)
+    last_message_timestamp = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        db_table = "chat_sessions"
+        indexes = [
+            # The session list: a user's sessions, most recently updated first.
+            models.Index(fields=["user", "-updated_at", "-id"], name="chat_session_user_recent"),
+            # The admin's guest list and purge_guest_sessions.
+            models.Index(
+                fields=["updated_at"],
+                name="chat_session_guest_recent",
+                condition=models.Q(user__isnull=True),
+            ),
+        ]
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(message_count__gte=0) & models.Q(total_tokens__gte=0),
+                name="chat_session_stats_non_negative",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.id} ({self.title})"
+
+    @property
+    def is_guest(self) -> bool:
+        return self.user_id is None
+
+
+class ChatMessage(models.Model):
+    """One message of a session, as the client sent it."""
+
+    # The integer id is the guest polling cursor.
+    id = models.BigAutoField(primary_key=True)
+    session = models.ForeignKey(ChatSession, on_delete=models.CASCADE, related_name="messages", db_index=False)
+    # The client's own id (`id` on the wire), unique within its session.
+    message_id = models.CharField(max_length=128, validators=[client_id_validator])
+    role = models.CharField(max_length=16, choices=Role.choices)
+    content = models.TextField(blank=True, default="")
+    content_type = models.CharField(max_length=16, choices=ContentType.choices, default=ContentType.TEXT)
+    model = models.CharField(max_length=255, null=True, blank=True)
+    original_model = models.CharField(max_length=255, null=True, blank=True)
+    total_tokens = models.PositiveIntegerField(null=True, blank=True)
+    input_tokens = models.PositiveIntegerField(null=True, blank=True)
+    output_tokens = models.PositiveIntegerField(null=True, blank=True)
+    user_message_id = models.CharField(max_length=128, null=True, blank=True)
+    elapsed_time = models.PositiveIntegerField(null=True, blank=True, help_text="milliseconds")
+    completion_id = models.CharField(max_length=255, null=True, blank=True)
+    timestamp = models.DateTimeField(db_column="message_timestamp", default=timezone.now)
+    error = models.BooleanField(default=False)
+    error_message = models.TextField(null=True, blank=True)
+    error_code = models.CharField(max_length=100, null=True, blank=True)
+    retry_after = models.PositiveIntegerField(null=True, blank=True, help_text="seconds")
+    suggestions = models.JSONField(null=True, blank=True)
+    # The staff member who wrote a reply to a guest; null otherwise.
+    author = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+    )
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+
+    class Meta:
+        db_table = "chat_messages"
+        indexes = [
+            # Guest polling: id > cursor within one session.
+            models.Index(fields=["session", "id"], name="chat_message_poll"),
+            # History: a session's messages by time.
+            models.Index(fields=["session", "timestamp", "id"], name="chat_message_history"),
+        ]
+        constraints = [
+            models.UniqueConstraint(fields=["session", "message_id"], name="chat_message_unique_client_id"),
+            models.CheckConstraint(condition=models.Q(role__in=Role.values), name="chat_message_role_valid"),
+            models.CheckConstraint(
+                condition=models.Q(content_type__in=ContentType.values),
+                name="chat_message_content_type_valid",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.session_id}/{self.message_id} ({self.role})"

@@ -1,0 +1,10 @@
+from django.urls import path
+
+from chat.api.messages import ChatMessagesApi
+from chat.api.sessions import ChatSessionDetailApi, ChatSessionListApi
+
+urlpatterns = [
+    path("api/chat/messages", ChatMessagesApi.as_view(), name="chat-messages"),
+    path("api/chat/sessions", ChatSessionListApi.as_view(), name="chat-sessions"),
+    path("api/chat/sessions/<str:session_id>", ChatSessionDetailApi.as_view(), name="chat-session-detail"),
+]

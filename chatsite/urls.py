@@ -1,0 +1,16 @@
+"""URL configuration: the API, operations endpoints and the admin."""
+
+from django.contrib import admin
+from django.urls import include, path
+
+from chat import errors
+
+urlpatterns = [
+    path("", include("chat.urls")),
+    path("admin/", admin.site.urls),
+]
+
+handler400 = errors.bad_request
+handler403 = errors.permission_denied
+handler404 = errors.page_not_found
+handler500 = errors.server_error
