@@ -7,7 +7,8 @@ from django.core.validators import RegexValidator
 from django.db import models
 from django.utils import timezone
 
-CLIENT_ID_PATTERN = r"^[A-Za-z0-9._:-]{1,128}$"
+# \Z, not $: "$" would also accept a trailing newline.
+CLIENT_ID_PATTERN = r"^[A-Za-z0-9._:-]{1,128}\Z"
 client_id_validator = RegexValidator(CLIENT_ID_PATTERN, "Use 1-128 characters of letters, digits and . _ : -")
 
 DEFAULT_TITLE = "New Chat"

@@ -84,7 +84,7 @@ def staff(db) -> User:
 
 
 @pytest.fixture
-def anon() -> ApiClient:
+def anon(db) -> ApiClient:
     return ApiClient()
 
 

@@ -46,3 +46,14 @@ class StrictDateTimeField(serializers.DateTimeField):
         if not isinstance(value, str):
             self.fail("invalid", format="ISO 8601")
         return super().to_internal_value(value)
+
+
+class StrictRegexField(serializers.RegexField):
+    def __init__(self, regex, **kwargs):
+        kwargs.setdefault("trim_whitespace", False)
+        super().__init__(regex, **kwargs)
+
+    def to_internal_value(self, data):
+        if not isinstance(data, str):
+            self.fail("invalid")
+        return super().to_internal_value(data)

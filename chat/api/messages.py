@@ -13,8 +13,8 @@ MAX_MESSAGES_PER_REQUEST = 100
 MAX_SUGGESTIONS = 20
 
 
-def client_id_field(**kwargs) -> serializers.RegexField:
-    return serializers.RegexField(
+def client_id_field(**kwargs) -> fields.StrictRegexField:
+    return fields.StrictRegexField(
         CLIENT_ID_PATTERN,
         max_length=128,
         error_messages={"invalid": "Use 1-128 characters of letters, digits and . _ : -"},
