@@ -81,15 +81,16 @@ def session_lock_or_create(*, session_id: str, user, title: str, now: datetime) 
 
     Two requests creating the same new session race safely: the insert that
     loses is a no-op (ON CONFLICT DO NOTHING), and both then wait on one row lock.
+    A session deleted between that insert and the lock is simply made again.
     """
-    session = session_lock(session_id=session_id)
-    if session is None:
+    while True:
+        session = session_lock(session_id=session_id)
+        if session is not None:
+            return session
         ChatSession.objects.bulk_create(
             [ChatSession(id=session_id, user=user, title=title, created_at=now, updated_at=now)],
             ignore_conflicts=True,
         )
-        session = session_lock(session_id=session_id)
-    return session
 
 
 def session_messages_write(

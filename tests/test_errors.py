@@ -28,7 +28,9 @@ def test_wrong_method_is_method_not_allowed(as_alice):
 
 
 def test_malformed_json_is_a_validation_error(as_alice):
-    body = assert_envelope(as_alice.post(URL, '{"sessionId": ', content_type="application/json"), 400, "VALIDATION_ERROR")
+    body = assert_envelope(
+        as_alice.post(URL, '{"sessionId": ', content_type="application/json"), 400, "VALIDATION_ERROR"
+    )
     assert "body" in body["error"]["details"]
 
 
@@ -47,7 +49,11 @@ def test_undecodable_bodies_are_validation_errors(as_alice, raw):
 
 
 def test_a_body_that_is_not_json_is_unsupported(as_alice):
-    assert_envelope(as_alice.post(URL, "sessionId=s1", content_type="application/x-www-form-urlencoded"), 415, "UNSUPPORTED_MEDIA_TYPE")
+    assert_envelope(
+        as_alice.post(URL, "sessionId=s1", content_type="application/x-www-form-urlencoded"),
+        415,
+        "UNSUPPORTED_MEDIA_TYPE",
+    )
     assert_envelope(as_alice.post(URL, "hello", content_type="text/plain"), 415, "UNSUPPORTED_MEDIA_TYPE")
 
 
@@ -169,5 +175,7 @@ def test_errors_show_no_internals_when_debug_is_off(as_alice, monkeypatch):
 
 
 def test_a_trailing_newline_is_not_a_valid_id(as_alice):
-    body = assert_envelope(as_alice.post_json(URL, {"sessionId": "s1\n", "message": {"role": "user"}}), 400, "VALIDATION_ERROR")
+    body = assert_envelope(
+        as_alice.post_json(URL, {"sessionId": "s1\n", "message": {"role": "user"}}), 400, "VALIDATION_ERROR"
+    )
     assert "sessionId" in body["error"]["details"]

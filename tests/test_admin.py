@@ -1,0 +1,101 @@
+"""The admin: staff only, statistics in the list, search and filters, cheap pages."""
+
+import pytest
+from django.db import connection
+from django.test import Client
+from django.test.utils import CaptureQueriesContext
+
+from chat.models import ChatMessage, ChatSession
+
+URL = "/api/chat/messages"
+
+
+@pytest.fixture
+def staff_browser(staff) -> Client:
+    staff.is_superuser = True
+    staff.save(update_fields=["is_superuser"])
+    client = Client()
+    client.force_login(staff)
+    return client
+
+
+@pytest.fixture
+def sessions(as_alice, as_bob):
+    for i in range(5):
+        as_alice.post_json(
+            URL,
+            {
+                "sessionId": f"alice-{i}",
+                "messages": [
+                    {"role": "user", "content": f"alice question {i}"},
+                    {"role": "assistant", "content": "an answer", "model": "gpt-x", "total_tokens": 7},
+                ],
+            },
+        )
+    as_bob.post_json(URL, {"sessionId": "bob-1", "message": {"role": "user", "content": "bob's question"}})
+    ChatSession.objects.create(id="guest_1", guest_name="Visitor")
+
+
+def test_admin_needs_staff(client, alice, sessions):
+    assert client.get("/admin/chat/chatsession/").status_code == 302
+    client.force_login(alice)
+    assert client.get("/admin/chat/chatsession/").status_code == 302
+
+
+def test_session_list_shows_statistics_without_n_plus_one(staff_browser, sessions):
+    with CaptureQueriesContext(connection) as few:
+        response = staff_browser.get("/admin/chat/chatsession/")
+    assert response.status_code == 200
+    page = response.content.decode()
+    assert "alice-3" in page and "bob-1" in page and "(guest)" in page
+    assert "gpt-x" in page
+
+    for i in range(20):
+        ChatSession.objects.create(id=f"more-{i}", user_id=ChatSession.objects.get(pk="bob-1").user_id)
+    with CaptureQueriesContext(connection) as many:
+        staff_browser.get("/admin/chat/chatsession/")
+    assert len(many) == len(few)
+
+
+def test_session_search_by_owner_title_and_id(staff_browser, sessions):
+    page = staff_browser.get("/admin/chat/chatsession/", {"q": "bob"}).content.decode()
+    assert "bob-1" in page and "alice-1" not in page
+
+    page = staff_browser.get("/admin/chat/chatsession/", {"q": "alice-2"}).content.decode()
+    assert "alice-2" in page and "alice-1" not in page
+
+
+def test_guest_filter(staff_browser, sessions):
+    page = staff_browser.get("/admin/chat/chatsession/", {"kind": "guest"}).content.decode()
+    assert "guest_1" in page and "alice-1" not in page
+
+
+def test_session_page_shows_messages_read_only(staff_browser, sessions):
+    response = staff_browser.get("/admin/chat/chatsession/alice-2/change/")
+    assert response.status_code == 200
+    page = response.content.decode()
+    assert "alice question 2" in page and "an answer" in page
+    assert 'name="message_count"' not in page  # statistics are read-only
+
+
+def test_message_list_and_search(staff_browser, sessions):
+    response = staff_browser.get("/admin/chat/chatmessage/", {"q": "bob's question"})
+    assert response.status_code == 200
+    assert "bob-1" in response.content.decode()
+    assert staff_browser.get(f"/admin/chat/chatmessage/{ChatMessage.objects.first().pk}/change/").status_code == 200
+
+
+def test_counts_are_capped(staff_browser, sessions, monkeypatch):
+    from chat import admin as chat_admin
+
+    monkeypatch.setattr(chat_admin, "COUNT_CAP", 3)
+    with CaptureQueriesContext(connection) as captured:
+        response = staff_browser.get("/admin/chat/chatmessage/")
+    assert response.status_code == 200
+    counts = [q["sql"] for q in captured.captured_queries if "COUNT(" in q["sql"].upper()]
+    assert counts and all("LIMIT 4" in sql for sql in counts)
+
+
+def test_user_admin_edits_the_tier(staff_browser, alice):
+    page = staff_browser.get("/admin/accounts/user/").content.decode()
+    assert "alice" in page and 'name="form-0-tier"' in page

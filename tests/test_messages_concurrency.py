@@ -1,0 +1,125 @@
+"""Concurrent writers on PostgreSQL: exact counters, one row per id, no 500s, no orphans."""
+
+import threading
+from collections import Counter
+
+import pytest
+from django.db import connection
+
+from chat.models import ChatMessage, ChatSession
+from tests.conftest import ApiClient
+
+URL = "/api/chat/messages"
+
+pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
+
+
+def run_together(count: int, work) -> list:
+    """Run work(i) in `count` threads released at once; return their results in order."""
+    barrier = threading.Barrier(count)
+    results: list = [None] * count
+
+    def target(i: int) -> None:
+        try:
+            barrier.wait(timeout=10)
+            results[i] = work(i)
+        except Exception as exc:  # surfaced by the assertions below
+            results[i] = exc
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=target, args=(i,)) for i in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    return results
+
+
+def test_many_writers_to_one_session_keep_exact_counters(alice):
+    ApiClient(alice.api_token).post_json(URL, {"sessionId": "s1", "message": {"role": "system", "total_tokens": 1}})
+    writers, rounds = 8, 5
+
+    def work(i: int) -> list[int]:
+        client = ApiClient(alice.api_token)
+        statuses = []
+        for r in range(rounds):
+            pair = [
+                {"id": f"u{i}-{r}", "role": "user", "content": "q", "total_tokens": 2},
+                {"id": f"a{i}-{r}", "role": "assistant", "content": "a", "total_tokens": 3, "model": "m"},
+            ]
+            statuses.append(client.post_json(URL, {"sessionId": "s1", "messages": pair}).status_code)
+        return statuses
+
+    results = run_together(writers, work)
+
+    assert all(statuses == [201] * rounds for statuses in results), results
+    session = ChatSession.objects.get(pk="s1")
+    assert session.message_count == 1 + writers * rounds * 2 == ChatMessage.objects.count()
+    assert session.total_tokens == 1 + writers * rounds * 5
+
+
+def test_the_same_id_upserted_in_parallel_is_one_row(alice):
+    ApiClient(alice.api_token).post_json(URL, {"sessionId": "s1", "message": {"role": "system"}})
+
+    def work(i: int) -> int:
+        message = {"id": "same", "role": "assistant", "content": f"version {i}", "total_tokens": i}
+        return ApiClient(alice.api_token).post_json(URL, {"sessionId": "s1", "message": message}).status_code
+
+    results = run_together(8, work)
+
+    assert results == [201] * 8
+    [row] = ChatMessage.objects.filter(message_id="same")
+    session = ChatSession.objects.get(pk="s1")
+    assert session.message_count == 2
+    assert session.total_tokens == row.total_tokens  # the last write's tokens, counted once
+
+
+def test_racing_first_posts_to_a_new_session_make_one_session(alice):
+    def work(i: int) -> int:
+        message = {"id": f"m{i}", "role": "user", "content": f"first from {i}"}
+        return ApiClient(alice.api_token).post_json(URL, {"sessionId": "brand-new", "message": message}).status_code
+
+    results = run_together(6, work)
+
+    assert results == [201] * 6
+    session = ChatSession.objects.get(pk="brand-new")
+    assert session.message_count == 6 == ChatMessage.objects.filter(session=session).count()
+    assert session.title.startswith("first from ")
+
+
+def test_racing_first_posts_by_two_users_give_one_owner_and_one_403(alice, charlie):
+    tokens = [alice.api_token, charlie.api_token]
+
+    def work(i: int) -> int:
+        return ApiClient(tokens[i]).post_json(URL, {"sessionId": "contested", "message": {"role": "user"}}).status_code
+
+    results = run_together(2, work)
+
+    assert sorted(results) == [201, 403]
+    session = ChatSession.objects.get(pk="contested")
+    assert session.message_count == 1 == ChatMessage.objects.count()
+
+
+def test_deleting_a_session_while_messages_are_posted_leaves_no_orphans(alice):
+    client = ApiClient(alice.api_token)
+    client.post_json(URL, {"sessionId": "doomed", "message": {"role": "user"}})
+
+    def work(i: int) -> list[int]:
+        client = ApiClient(alice.api_token)
+        if i == 0:
+            return [client.delete("/api/chat/sessions/doomed").status_code for _ in range(3)]
+        return [
+            client.post_json(URL, {"sessionId": "doomed", "message": {"role": "user", "content": str(n)}}).status_code
+            for n in range(5)
+        ]
+
+    results = run_together(4, work)
+
+    assert all(isinstance(r, list) for r in results), results
+    assert set(results[0]) <= {204, 404}
+    assert Counter(s for r in results[1:] for s in r) == Counter({201: 15})
+    orphans = ChatMessage.objects.exclude(session__in=ChatSession.objects.all()).count()
+    assert orphans == 0
+    for session in ChatSession.objects.all():
+        assert session.message_count == ChatMessage.objects.filter(session=session).count()
