@@ -1,11 +1,13 @@
 """GET and POST /api/chat/messages: the messages of the caller's sessions."""
 
+from drf_spectacular.utils import extend_schema, extend_schema_serializer
 from rest_framework import serializers
 from rest_framework.response import Response
 
 from chat import selectors, services
 from chat.api import fields
 from chat.api.base import ApiView
+from chat.api.schema import RATE_LIMIT_HEADERS, REQUEST_ID_HEADERS, errors
 from chat.models import CLIENT_ID_PATTERN, ContentType, Role
 from chat.selectors import message_to_wire
 
@@ -22,6 +24,7 @@ def client_id_field(**kwargs) -> fields.StrictRegexField:
     )
 
 
+@extend_schema_serializer(component_name="MessageInput")
 class MessageInputSerializer(serializers.Serializer):
     """One message as a client sends it. Unknown keys are ignored."""
 
@@ -52,6 +55,7 @@ class MessageInputSerializer(serializers.Serializer):
     )
 
 
+@extend_schema_serializer(component_name="Message")
 class MessageOutputSerializer(serializers.Serializer):
     """A stored message; every key is present, unset ones are null."""
 
@@ -78,9 +82,11 @@ class MessageOutputSerializer(serializers.Serializer):
 class ChatMessagesApi(ApiView):
     """The messages of one of your chat sessions: read them, or save new ones."""
 
+    @extend_schema_serializer(component_name="ChatMessagesQuery")
     class QuerySerializer(serializers.Serializer):
         session_id = client_id_field()
 
+    @extend_schema_serializer(component_name="SaveMessagesRequest")
     class InputSerializer(serializers.Serializer):
         sessionId = client_id_field()
         sessionTitle = fields.StrictCharField(required=False, allow_null=True, allow_blank=True, max_length=255)
@@ -98,16 +104,33 @@ class ChatMessagesApi(ApiView):
                 raise serializers.ValidationError({"messages": ["Two messages share one `id`."]})
             return {"session_id": attrs["sessionId"], "session_title": attrs.get("sessionTitle"), "messages": messages}
 
+    @extend_schema_serializer(component_name="SaveMessagesResponse")
     class OutputSerializer(serializers.Serializer):
         messages = MessageOutputSerializer(many=True)
         count = serializers.IntegerField()
         success = serializers.BooleanField()
 
+    @extend_schema(
+        operation_id="chat_messages_list",
+        parameters=[QuerySerializer, *REQUEST_ID_HEADERS, *RATE_LIMIT_HEADERS],
+        responses={200: MessageOutputSerializer(many=True), **errors(400, 401, 403, 404, 429, 500, 503)},
+        description="The session's messages, ordered by timestamp, then arrival. Every key is always present.",
+    )
     def get(self, request):
         query = self.QuerySerializer(data=request.query_params)
         query.is_valid(raise_exception=True)
         return Response(selectors.session_messages(user=request.user, session_id=query.validated_data["session_id"]))
 
+    @extend_schema(
+        operation_id="chat_messages_save",
+        request=InputSerializer,
+        parameters=[*REQUEST_ID_HEADERS, *RATE_LIMIT_HEADERS],
+        responses={201: OutputSerializer, **errors(400, 401, 403, 413, 415, 429, 500, 503)},
+        description=(
+            "Save `message` or `messages` (1-100) to `sessionId`, all or nothing. A message whose `id` "
+            "exists in the session replaces it. An unknown `sessionId` creates a session owned by you."
+        ),
+    )
     def post(self, request):
         payload = self.InputSerializer(data=request.data)
         payload.is_valid(raise_exception=True)

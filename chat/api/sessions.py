@@ -1,12 +1,14 @@
 """GET /api/chat/sessions and DELETE /api/chat/sessions/{id}: the caller's session list."""
 
 from django.core.exceptions import ValidationError
+from drf_spectacular.utils import extend_schema, extend_schema_serializer
 from rest_framework import serializers
 from rest_framework.pagination import CursorPagination
 from rest_framework.response import Response
 
 from chat import selectors, services
 from chat.api.base import ApiView
+from chat.api.schema import RATE_LIMIT_HEADERS, REQUEST_ID_HEADERS, errors
 from chat.errors import NotFound
 from chat.models import ChatSession, client_id_validator
 
@@ -21,6 +23,7 @@ class ChatSessionListApi(ApiView):
 
     pagination_class = SessionCursorPagination
 
+    @extend_schema_serializer(component_name="ChatSession")
     class OutputSerializer(serializers.ModelSerializer):
         class Meta:
             model = ChatSession
@@ -36,6 +39,11 @@ class ChatSessionListApi(ApiView):
                 "updated_at",
             ]
 
+    @extend_schema(
+        operation_id="chat_sessions_list",
+        parameters=[*REQUEST_ID_HEADERS, *RATE_LIMIT_HEADERS],
+        responses={200: OutputSerializer(many=True), **errors(400, 401, 404, 429, 500, 503)},
+    )
     def get(self, request):
         paginator = self.pagination_class()
         page = paginator.paginate_queryset(selectors.user_sessions(user=request.user), request, view=self)
@@ -45,6 +53,11 @@ class ChatSessionListApi(ApiView):
 class ChatSessionDetailApi(ApiView):
     """Delete one of your chat sessions and all its messages."""
 
+    @extend_schema(
+        operation_id="chat_sessions_delete",
+        parameters=[*REQUEST_ID_HEADERS, *RATE_LIMIT_HEADERS],
+        responses={204: None, **errors(401, 403, 404, 429, 500, 503)},
+    )
     def delete(self, request, session_id: str):
         try:
             client_id_validator(session_id)

@@ -1,0 +1,139 @@
+"""OpenAPI pieces shared by every endpoint: the error envelope, the rate-limit
+headers, the request-id header and the token security scheme."""
+
+from drf_spectacular.extensions import OpenApiAuthenticationExtension
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, inline_serializer
+from rest_framework import serializers
+
+ERROR_CODES = [
+    "VALIDATION_ERROR",
+    "UNAUTHENTICATED",
+    "FORBIDDEN",
+    "NOT_FOUND",
+    "METHOD_NOT_ALLOWED",
+    "NOT_ACCEPTABLE",
+    "PAYLOAD_TOO_LARGE",
+    "UNSUPPORTED_MEDIA_TYPE",
+    "RATE_LIMIT_EXCEEDED",
+    "INTERNAL_ERROR",
+    "SERVICE_UNAVAILABLE",
+]
+
+
+class ErrorSerializer(serializers.Serializer):
+    code = serializers.ChoiceField(choices=ERROR_CODES)
+    details = serializers.JSONField(
+        allow_null=True, help_text="DRF's field errors for a 400; {retry_after} for a 429; else null"
+    )
+
+
+class ErrorEnvelopeSerializer(serializers.Serializer):
+    """The body of every error, on every endpoint."""
+
+    success = serializers.BooleanField(help_text="always false")
+    message = serializers.CharField()
+    data = serializers.JSONField(allow_null=True, help_text="always null")
+    error = ErrorSerializer()
+    meta = serializers.JSONField(allow_null=True, help_text="always null")
+    trace_id = serializers.CharField()
+    timestamp = serializers.CharField(help_text="UTC ISO 8601 ending in Z")
+
+
+def envelope_serializer(name: str, data, *, meta=None) -> serializers.Serializer:
+    """The guest envelope around `data` (a serializer instance)."""
+    return inline_serializer(
+        name=name,
+        fields={
+            "success": serializers.BooleanField(),
+            "message": serializers.CharField(),
+            "data": data,
+            "error": serializers.JSONField(allow_null=True, help_text="null on success"),
+            "meta": meta if meta is not None else serializers.JSONField(allow_null=True),
+            "trace_id": serializers.CharField(),
+            "timestamp": serializers.CharField(help_text="UTC ISO 8601 ending in Z"),
+        },
+    )
+
+
+def error(description: str) -> OpenApiResponse:
+    return OpenApiResponse(ErrorEnvelopeSerializer, description=description)
+
+
+ERRORS = {
+    400: error("Invalid input (VALIDATION_ERROR); `details` names the fields"),
+    401: error("No or invalid credentials (UNAUTHENTICATED)"),
+    403: error("Another user's session, or not staff (FORBIDDEN)"),
+    404: error("Unknown session or URL (NOT_FOUND)"),
+    405: error("Method not allowed (METHOD_NOT_ALLOWED)"),
+    413: error("Body over the limit, 1 MiB by default (PAYLOAD_TOO_LARGE)"),
+    415: error("A body that is not application/json (UNSUPPORTED_MEDIA_TYPE)"),
+    429: error("Rate limit exceeded (RATE_LIMIT_EXCEEDED); details.retry_after equals Retry-After"),
+    500: error("Unexpected error (INTERNAL_ERROR); never shows internals"),
+    503: error("The database is unreachable (SERVICE_UNAVAILABLE)"),
+}
+
+
+def errors(*statuses: int) -> dict[int, OpenApiResponse]:
+    return {status: ERRORS[status] for status in statuses}
+
+
+REQUEST_ID_HEADERS = [
+    OpenApiParameter(
+        "X-Request-ID",
+        OpenApiTypes.STR,
+        OpenApiParameter.HEADER,
+        description="Trace id to use if 1-64 characters of [A-Za-z0-9._-]; echoed back",
+    ),
+    OpenApiParameter(
+        "X-Request-ID",
+        OpenApiTypes.STR,
+        OpenApiParameter.HEADER,
+        response=True,
+        description="The request's trace id, also in the body's trace_id and every log line",
+    ),
+]
+
+RATE_LIMIT_HEADERS = [
+    OpenApiParameter(
+        "X-RateLimit-Limit",
+        OpenApiTypes.INT,
+        OpenApiParameter.HEADER,
+        response=True,
+        description="The binding limit: requests allowed in its window",
+    ),
+    OpenApiParameter(
+        "X-RateLimit-Remaining",
+        OpenApiTypes.INT,
+        OpenApiParameter.HEADER,
+        response=True,
+        description="Requests left in the window, never negative",
+    ),
+    OpenApiParameter(
+        "X-RateLimit-Reset",
+        OpenApiTypes.STR,
+        OpenApiParameter.HEADER,
+        response=True,
+        description="When the window ends, UTC ISO 8601 with milliseconds",
+    ),
+    OpenApiParameter(
+        "Retry-After",
+        OpenApiTypes.INT,
+        OpenApiParameter.HEADER,
+        response=[429],
+        description="Whole seconds until the window ends (on 429 only)",
+    ),
+]
+
+
+class BearerOrTokenScheme(OpenApiAuthenticationExtension):
+    target_class = "accounts.authentication.BearerOrTokenAuthentication"
+    name = "tokenAuth"
+
+    def get_security_definition(self, auto_schema):
+        return {
+            "type": "http",
+            "scheme": "bearer",
+            "description": "A DRF token: `Authorization: Bearer <key>` (or `Token <key>`). "
+            "`python manage.py issue_token USERNAME` prints one.",
+        }

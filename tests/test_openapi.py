@@ -1,0 +1,45 @@
+"""The OpenAPI schema: generated without warnings, served, with a local Swagger UI."""
+
+import io
+
+import yaml
+from django.core.management import call_command
+
+
+def test_schema_generates_without_warnings_and_validates(db):
+    out = io.StringIO()
+    # --fail-on-warn turns any warning into an error; --validate checks it against the OpenAPI 3 spec.
+    call_command("spectacular", "--validate", "--fail-on-warn", stdout=out)
+    schema = yaml.safe_load(out.getvalue())
+    assert schema["openapi"].startswith("3.")
+
+
+def test_schema_is_served_and_documents_the_endpoints(anon):
+    response = anon.get("/api/schema/", HTTP_ACCEPT="application/vnd.oai.openapi+json")
+    assert response.status_code == 200
+    schema = response.json()
+    paths = schema["paths"]
+    assert {"get", "post"} <= set(paths["/api/chat/messages"])
+    assert "get" in paths["/api/chat/sessions"]
+    assert "delete" in paths["/api/chat/sessions/{session_id}"]
+
+    post = paths["/api/chat/messages"]["post"]
+    assert set(post["responses"]) >= {"201", "400", "401", "403", "413", "415", "429"}
+    assert post["responses"]["429"]["content"]["application/json"]["schema"]["$ref"].endswith("/ErrorEnvelope")
+    assert {"X-RateLimit-Limit", "X-RateLimit-Remaining", "X-RateLimit-Reset"} <= set(
+        post["responses"]["201"]["headers"]
+    )
+    assert "Retry-After" in post["responses"]["429"]["headers"]
+    assert schema["components"]["securitySchemes"]["tokenAuth"] == {
+        "type": "http",
+        "scheme": "bearer",
+        "description": schema["components"]["securitySchemes"]["tokenAuth"]["description"],
+    }
+
+
+def test_swagger_ui_is_served_with_local_assets(anon):
+    response = anon.get("/api/docs/")
+    assert response.status_code == 200
+    page = response.content.decode()
+    assert "/static/drf_spectacular_sidecar/swagger-ui-dist/swagger-ui-bundle.js" in page
+    assert "cdn.jsdelivr" not in page and "unpkg.com" not in page
