@@ -209,6 +209,13 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Chat sessions and their messages for REST clients, guest live chat, tiered rate limits.",
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    # Separate request components, so that request-only rules (minLength 1 for
+    # non-blank strings, writeOnly fields) are in the schema that clients and fuzzers read.
+    "COMPONENT_SPLIT_REQUEST": True,
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "chat.api.schema.require_request_bodies",
+    ],
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",

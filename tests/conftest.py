@@ -5,6 +5,7 @@ authentication, rate limits and the error envelope are exercised every time.
 """
 
 import os
+import sys
 
 import pytest
 from django.core.cache import cache
@@ -31,6 +32,16 @@ def pytest_runtest_setup(item):
         skip_or_fail("needs PostgreSQL: set DATABASE_URL=postgres://...")
     if item.get_closest_marker("redis") and not os.environ.get("REDIS_URL"):
         skip_or_fail("needs Redis: set REDIS_URL=redis://...")
+
+
+def pytest_terminal_summary(terminalreporter):
+    fuzz = sys.modules.get("tests.test_fuzz")
+    if fuzz is not None and fuzz.STATUSES:
+        statuses = fuzz.STATUSES
+        server_errors = sum(n for status, n in statuses.items() if status >= 500)
+        terminalreporter.write_line(
+            f"fuzz: {sum(statuses.values())} inputs, 5xx: {server_errors}, by status: {dict(sorted(statuses.items()))}"
+        )
 
 
 @pytest.fixture(autouse=True)

@@ -1,6 +1,6 @@
 """GET and POST /api/chat/messages: the messages of the caller's sessions."""
 
-from drf_spectacular.utils import extend_schema, extend_schema_serializer
+from drf_spectacular.utils import PolymorphicProxySerializer, extend_schema, extend_schema_serializer
 from rest_framework import serializers
 from rest_framework.response import Response
 
@@ -79,6 +79,27 @@ class MessageOutputSerializer(serializers.Serializer):
     suggestions = serializers.ListField(child=serializers.CharField(), allow_null=True)
 
 
+@extend_schema_serializer(component_name="SaveOneMessage")
+class SaveOneMessageSerializer(serializers.Serializer):
+    sessionId = client_id_field()
+    sessionTitle = fields.StrictCharField(required=False, allow_null=True, allow_blank=True, max_length=255)
+    message = MessageInputSerializer()
+
+
+@extend_schema_serializer(component_name="SaveMessageArray")
+class SaveMessageArraySerializer(serializers.Serializer):
+    sessionId = client_id_field()
+    sessionTitle = fields.StrictCharField(required=False, allow_null=True, allow_blank=True, max_length=255)
+    messages = serializers.ListField(child=MessageInputSerializer(), min_length=1, max_length=MAX_MESSAGES_PER_REQUEST)
+
+
+SAVE_MESSAGES_REQUEST = PolymorphicProxySerializer(
+    component_name="SaveMessagesRequest",
+    serializers=[SaveOneMessageSerializer, SaveMessageArraySerializer],
+    resource_type_field_name=None,
+)
+
+
 class ChatMessagesApi(ApiView):
     """The messages of one of your chat sessions: read them, or save new ones."""
 
@@ -86,12 +107,15 @@ class ChatMessagesApi(ApiView):
     class QuerySerializer(serializers.Serializer):
         session_id = client_id_field()
 
-    @extend_schema_serializer(component_name="SaveMessagesRequest")
     class InputSerializer(serializers.Serializer):
+        """Either `message` or `messages`: the schema says so with the two shapes below."""
+
         sessionId = client_id_field()
         sessionTitle = fields.StrictCharField(required=False, allow_null=True, allow_blank=True, max_length=255)
         message = MessageInputSerializer(required=False)
-        messages = MessageInputSerializer(many=True, required=False, min_length=1, max_length=MAX_MESSAGES_PER_REQUEST)
+        messages = serializers.ListField(
+            child=MessageInputSerializer(), required=False, min_length=1, max_length=MAX_MESSAGES_PER_REQUEST
+        )
 
         def validate(self, attrs):
             if ("message" in attrs) == ("messages" in attrs):
@@ -123,7 +147,7 @@ class ChatMessagesApi(ApiView):
 
     @extend_schema(
         operation_id="chat_messages_save",
-        request=InputSerializer,
+        request=SAVE_MESSAGES_REQUEST,
         parameters=[*REQUEST_ID_HEADERS, *RATE_LIMIT_HEADERS],
         responses={201: OutputSerializer, **errors(400, 401, 403, 413, 415, 429, 500, 503)},
         description=(

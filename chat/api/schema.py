@@ -1,7 +1,7 @@
 """OpenAPI pieces shared by every endpoint: the error envelope, the rate-limit
 headers, the request-id header and the token security scheme."""
 
-from drf_spectacular.extensions import OpenApiAuthenticationExtension
+from drf_spectacular.extensions import OpenApiAuthenticationExtension, OpenApiSerializerFieldExtension
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, inline_serializer
 from rest_framework import serializers
@@ -126,6 +126,18 @@ RATE_LIMIT_HEADERS = [
 ]
 
 
+# Text may not contain NUL: PostgreSQL cannot store it, so the API refuses it (400).
+NO_NUL_PATTERN = r"^[^\x00]*$"
+
+
+class StrictCharFieldSchema(OpenApiSerializerFieldExtension):
+    target_class = "chat.api.fields.StrictCharField"
+
+    def map_serializer_field(self, auto_schema, direction):
+        schema = auto_schema._map_serializer_field(self.target, direction, bypass_extensions=True)
+        return {**schema, "pattern": NO_NUL_PATTERN}
+
+
 class BearerOrTokenScheme(OpenApiAuthenticationExtension):
     target_class = "accounts.authentication.BearerOrTokenAuthentication"
     name = "tokenAuth"
@@ -137,3 +149,22 @@ class BearerOrTokenScheme(OpenApiAuthenticationExtension):
             "description": "A DRF token: `Authorization: Bearer <key>` (or `Token <key>`). "
             "`python manage.py issue_token USERNAME` prints one.",
         }
+
+
+def require_request_bodies(result, generator, request, public):
+    """A JSON body whose schema requires something is itself required.
+
+    drf-spectacular cannot see that through a oneOf (the two shapes of saving
+    messages), so it would document an empty POST as valid.
+    """
+    components = result.get("components", {}).get("schemas", {})
+    for path in result["paths"].values():
+        for operation in path.values():
+            body = operation.get("requestBody") if isinstance(operation, dict) else None
+            if not body:
+                continue
+            ref = body["content"].get("application/json", {}).get("schema", {}).get("$ref", "")
+            component = components.get(ref.rsplit("/", 1)[-1], {})
+            if "oneOf" in component or component.get("required"):
+                body["required"] = True
+    return result
