@@ -128,7 +128,7 @@ def api_exception_handler(exc: Exception, context: dict) -> Response | None:
         body = error_body(request, code=exc.code, message=exc.message, details=exc.details)
         return Response(body, status=exc.status, headers=exc.headers)
     if isinstance(exc, DATABASE_DOWN):
-        logger.error("database unavailable: %s", exc.__class__.__name__)
+        logger.error("database unavailable: %s: %s", exc.__class__.__name__, exc)
         body = error_body(request, code=ServiceUnavailable.code, message=ServiceUnavailable.message)
         return Response(body, status=503, headers={"Retry-After": "5"})
     if isinstance(exc, Http404):

@@ -43,7 +43,9 @@ def generous_limits(settings):
     settings.RATE_LIMITS = {key: "1000000/hour" for key in settings.RATE_LIMITS}
 
 
-@pytest.mark.django_db
+# Transactional: schemathesis calls the WSGI app itself, whose request_finished
+# signal closes a connection left inside a test's transaction.
+@pytest.mark.django_db(transaction=True)
 @pytest.mark.usefixtures("generous_limits")
 @schema.parametrize()
 @settings(max_examples=MAX_EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
@@ -54,7 +56,7 @@ def test_authenticated_calls_match_the_schema(case, alice):
     STATUSES[response.status_code] += 1
 
 
-@pytest.mark.django_db
+@pytest.mark.django_db(transaction=True)
 @pytest.mark.usefixtures("generous_limits")
 @schema.parametrize()
 @settings(
