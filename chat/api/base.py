@@ -1,12 +1,35 @@
+from rest_framework.exceptions import APIException
 from rest_framework.renderers import BrowsableAPIRenderer
 from rest_framework.views import APIView
 
+from chat import throttles
 from chat.api.parsers import OrjsonParser
 from chat.api.renderers import OrjsonRenderer
 
 
 class ApiView(APIView):
-    """The base of every endpoint: strict JSON in, orjson out, the one error envelope."""
+    """The base of every endpoint: strict JSON in, orjson out, the one error envelope, rate limits."""
 
     parser_classes = [OrjsonParser]
     renderer_classes = [OrjsonRenderer, BrowsableAPIRenderer]
+    # The limits each request spends (chat.throttles): "user" is the caller's tier,
+    # or "anon" per client IP without valid credentials. () means no limit.
+    throttle_scopes: tuple[str, ...] = ("user",)
+
+    def initial(self, request, *args, **kwargs):
+        # Authenticate first, so the limiter knows whom to count; a caller with bad
+        # credentials is counted as anonymous, per IP, before its 401.
+        try:
+            request.user  # noqa: B018 (runs the authenticators)
+        except APIException:
+            throttles.check(request, self)
+            raise
+        throttles.check(request, self)
+        super().initial(request, *args, **kwargs)
+
+    def finalize_response(self, request, response, *args, **kwargs):
+        # Here rather than in the handlers, so errors raised anywhere get the headers too.
+        response = super().finalize_response(request, response, *args, **kwargs)
+        for name, value in throttles.response_headers(request).items():
+            response[name] = value
+        return response
