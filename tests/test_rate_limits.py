@@ -1,0 +1,299 @@
+"""Rate limits through the real URLs: tiers, anonymous callers, the headers on every answer."""
+
+from datetime import datetime
+
+import pytest
+from django.core.management import call_command
+from django.urls import path
+from redis.connection import AbstractConnection
+from rest_framework.permissions import AllowAny
+from rest_framework.response import Response
+
+from accounts.models import Tier
+from chat import throttles
+from chat.api.base import ApiView
+from tests.conftest import ApiClient, make_user
+
+SESSIONS = "/api/chat/sessions"
+MESSAGES = "/api/chat/messages"
+RATE_HEADERS = ("X-RateLimit-Limit", "X-RateLimit-Remaining", "X-RateLimit-Reset")
+
+
+def remaining(response) -> int:
+    return int(response["X-RateLimit-Remaining"])
+
+
+def assert_rate_headers(response, *, limit: int, left: int) -> None:
+    assert response["X-RateLimit-Limit"] == str(limit)
+    assert response["X-RateLimit-Remaining"] == str(left)
+    datetime.strptime(response["X-RateLimit-Reset"], "%Y-%m-%dT%H:%M:%S.%fZ")
+    assert response["X-RateLimit-Reset"][-5:-1].startswith(".")  # milliseconds
+
+
+def assert_429(response, *, limit: int) -> None:
+    assert response.status_code == 429
+    body = response.json()
+    assert body["success"] is False and body["data"] is None
+    assert body["error"]["code"] == "RATE_LIMIT_EXCEEDED"
+    retry_after = int(response["Retry-After"])
+    assert retry_after >= 1
+    assert body["error"]["details"] == {"retry_after": retry_after}
+    assert_rate_headers(response, limit=limit, left=0)
+
+
+@pytest.fixture
+def limits(settings):
+    """Set some limits for one test; the rest keep their defaults."""
+
+    def set_limits(**rates):
+        settings.RATE_LIMITS = {**settings.RATE_LIMITS, **{k.replace("__", ":"): v for k, v in rates.items()}}
+
+    return set_limits
+
+
+class FakeClock:
+    def __init__(self, iso: str):
+        self.now = datetime.fromisoformat(iso).timestamp()
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_free_user_gets_100_requests_an_hour_then_429(as_alice):
+    answers = [as_alice.get(SESSIONS) for _ in range(100)]
+    assert {r.status_code for r in answers} == {200}
+    assert [remaining(r) for r in answers] == list(range(99, -1, -1))
+    assert {r["X-RateLimit-Limit"] for r in answers} == {"100"}
+    assert all("Retry-After" not in r for r in answers)
+
+    assert_429(as_alice.get(SESSIONS), limit=100)
+    assert_429(as_alice.post_json(MESSAGES, {"sessionId": "s1", "message": {"role": "user"}}), limit=100)
+
+
+def test_one_budget_covers_every_authenticated_endpoint(as_alice, limits):
+    limits(user__free="4/hour")
+    assert remaining(as_alice.post_json(MESSAGES, {"sessionId": "s1", "message": {"role": "user"}})) == 3
+    assert remaining(as_alice.get(MESSAGES, {"session_id": "s1"})) == 2
+    assert remaining(as_alice.get(SESSIONS)) == 1
+    assert remaining(as_alice.delete(f"{SESSIONS}/s1")) == 0
+    assert_429(as_alice.get(SESSIONS), limit=4)
+
+
+def test_each_user_has_a_budget_of_their_own(as_alice, as_charlie, limits):
+    limits(user__free="2/hour")
+    as_alice.get(SESSIONS), as_alice.get(SESSIONS)
+    assert as_alice.get(SESSIONS).status_code == 429
+    assert as_charlie.get(SESSIONS).status_code == 200
+
+
+def test_pro_and_enterprise_tiers_have_their_own_limits(as_bob, db, limits):
+    assert_rate_headers(as_bob.get(SESSIONS), limit=500, left=499)
+    dana = make_user("dana", tier=Tier.ENTERPRISE)
+    as_dana = ApiClient(dana.api_token)
+    response = as_dana.get(SESSIONS)
+    assert_rate_headers(response, limit=2000, left=1999)
+    assert response.wsgi_request.rate_limit_scope == "user:enterprise"
+
+    limits(user__pro="3/hour", user__enterprise="4/hour")
+    assert [as_bob.get(SESSIONS).status_code for _ in range(3)] == [200, 200, 429]
+    assert [as_dana.get(SESSIONS).status_code for _ in range(4)] == [200, 200, 200, 429]
+
+
+def test_a_tier_change_applies_to_the_next_request(as_alice, alice, limits):
+    limits(user__free="3/hour", user__pro="5/hour")
+    assert [as_alice.get(SESSIONS).status_code for _ in range(4)] == [200, 200, 200, 429]
+
+    call_command("set_tier", "alice", "pro", stdout=None)
+
+    # The requests already counted stay counted; only the limit moved.
+    response = as_alice.get(SESSIONS)
+    assert response.status_code == 200
+    assert_rate_headers(response, limit=5, left=0)
+    assert response.wsgi_request.rate_limit_scope == "user:pro"
+    assert_429(as_alice.get(SESSIONS), limit=5)
+
+
+def test_anonymous_callers_get_20_an_hour_per_ip_counted_before_the_401(anon, alice):
+    no_credentials = [anon.get(SESSIONS) for _ in range(10)]
+    bad_token = [anon.get(SESSIONS, HTTP_AUTHORIZATION="Token 0123456789abcdef") for _ in range(5)]
+    bad_header = [anon.get(MESSAGES, HTTP_AUTHORIZATION="Bearer a b") for _ in range(5)]
+    answers = no_credentials + bad_token + bad_header
+
+    assert {r.status_code for r in answers} == {401}
+    assert {r.json()["error"]["code"] for r in answers} == {"UNAUTHENTICATED"}
+    assert [remaining(r) for r in answers] == list(range(19, -1, -1))
+    assert {r["X-RateLimit-Limit"] for r in answers} == {"20"}
+    assert answers[0].wsgi_request.rate_limit_scope == "anon"
+
+    # The 21st guess is refused before its credentials are looked at.
+    assert_429(anon.get(SESSIONS, HTTP_AUTHORIZATION="Token 0123456789abcdef"), limit=20)
+    assert_429(anon.get(SESSIONS), limit=20)
+    assert_429(anon.get(SESSIONS, HTTP_AUTHORIZATION=f"Token {alice.api_token}x"), limit=20)
+
+    # A valid token from the same address spends the user's budget, not the address's.
+    response = ApiClient(alice.api_token).get(SESSIONS)
+    assert response.status_code == 200
+    assert_rate_headers(response, limit=100, left=99)
+
+
+def test_errors_carry_the_headers_and_spend_the_budget(as_alice, as_charlie, anon):
+    as_alice.post_json(MESSAGES, {"sessionId": "alices", "message": {"role": "user"}})
+    answers = {
+        400: as_charlie.get(MESSAGES),
+        403: as_charlie.get(MESSAGES, {"session_id": "alices"}),
+        404: as_charlie.get(MESSAGES, {"session_id": "nobody"}),
+        405: as_charlie.put(MESSAGES, {}, content_type="application/json"),
+        415: as_charlie.post(MESSAGES, "hello", content_type="text/plain"),
+    }
+    assert {status: r.status_code for status, r in answers.items()} == {s: s for s in answers}
+    assert [remaining(r) for r in answers.values()] == [99, 98, 97, 96, 95]
+    for response in answers.values():
+        assert_rate_headers(response, limit=100, left=remaining(response))
+        assert "Retry-After" not in response
+
+    unauthenticated = anon.get(SESSIONS)
+    assert unauthenticated.status_code == 401
+    assert_rate_headers(unauthenticated, limit=20, left=19)
+    assert "Retry-After" not in unauthenticated
+
+
+def test_the_reset_header_is_the_real_end_of_the_window_and_retry_after_matches_the_body(as_alice, limits, monkeypatch):
+    limits(user__free="2/hour")
+    monkeypatch.setattr(throttles.limiter, "clock", FakeClock("2025-08-07T09:29:59.500+00:00"))
+    first = as_alice.get(SESSIONS)
+    assert first["X-RateLimit-Reset"] == "2025-08-07T10:00:00.000Z"
+    as_alice.get(SESSIONS)
+    refused = as_alice.get(SESSIONS)
+
+    assert_429(refused, limit=2)
+    assert refused["X-RateLimit-Reset"] == "2025-08-07T10:00:00.000Z"
+    assert refused["Retry-After"] == "1801"  # 1800.5 seconds, rounded up
+    assert refused.json()["error"]["details"] == {"retry_after": 1801}
+
+    throttles.limiter.clock.now = datetime.fromisoformat("2025-08-07T10:00:00+00:00").timestamp()
+    fresh = as_alice.get(SESSIONS)
+    assert fresh.status_code == 200
+    assert_rate_headers(fresh, limit=2, left=1)
+    assert fresh["X-RateLimit-Reset"] == "2025-08-07T11:00:00.000Z"
+
+
+def test_x_forwarded_for_is_ignored_without_trusted_proxies(anon, settings):
+    settings.TRUSTED_PROXY_COUNT = 0
+    first = anon.get(SESSIONS, HTTP_X_FORWARDED_FOR="198.51.100.1")
+    second = anon.get(SESSIONS, HTTP_X_FORWARDED_FOR="198.51.100.2")
+    assert [remaining(first), remaining(second)] == [19, 18]
+
+
+def test_x_forwarded_for_is_honoured_through_one_trusted_proxy(anon, settings):
+    settings.TRUSTED_PROXY_COUNT = 1
+    first = anon.get(SESSIONS, HTTP_X_FORWARDED_FOR="198.51.100.1")
+    second = anon.get(SESSIONS, HTTP_X_FORWARDED_FOR="198.51.100.2")
+    # The client may prepend anything; the proxy's own entry (the last) decides.
+    spoofed = anon.get(SESSIONS, HTTP_X_FORWARDED_FOR="203.0.113.9, 198.51.100.1")
+    assert [remaining(first), remaining(second), remaining(spoofed)] == [19, 19, 18]
+
+
+def test_limits_can_be_switched_off(as_alice, limits, settings):
+    limits(user__free="1/hour")
+    settings.RATE_LIMIT_ENABLED = False
+    answers = [as_alice.get(SESSIONS) for _ in range(3)]
+    assert [r.status_code for r in answers] == [200, 200, 200]
+    assert not any(header in r for r in answers for header in RATE_HEADERS)
+
+
+def test_every_429_is_signalled_with_its_scope(as_alice, limits):
+    limits(user__free="1/hour")
+    seen = []
+
+    def receiver(sender, scope, request, **kwargs):
+        seen.append((sender.__name__, scope, request.path))
+
+    throttles.rate_limited.connect(receiver)
+    try:
+        as_alice.get(SESSIONS)
+        as_alice.get(SESSIONS)
+    finally:
+        throttles.rate_limited.disconnect(receiver)
+    assert seen == [("ChatSessionListApi", "user:free", SESSIONS)]
+
+
+# Views declaring the guest scopes, as the guest endpoints do, on a URLconf of this module.
+
+
+class PollApi(ApiView):
+    """Polls like a guest: limited per session key and per IP."""
+
+    authentication_classes = []
+    permission_classes = [AllowAny]
+    throttle_scopes = ("guest_poll", "guest_ip")
+
+    def get(self, request, session_key):
+        return Response({"session_key": session_key})
+
+
+class HealthApi(ApiView):
+    """No limit at all."""
+
+    authentication_classes = []
+    permission_classes = [AllowAny]
+    throttle_scopes = ()
+
+    def get(self, request):
+        return Response({"ok": True})
+
+
+urlpatterns = [
+    path("poll/<str:session_key>", PollApi.as_view()),
+    path("health", HealthApi.as_view()),
+]
+
+
+@pytest.mark.urls("tests.test_rate_limits")
+def test_guest_scopes_count_per_session_key_and_per_ip_and_show_the_binding_one(limits):
+    limits(guest_poll="2/minute", guest_ip="4/minute")
+    guest = ApiClient()
+    first = guest.get("/poll/key-a")
+    assert first.wsgi_request.rate_limit_scope == "guest_poll"
+    assert_rate_headers(first, limit=2, left=1)
+    assert guest.get("/poll/key-a").status_code == 200
+    refused = guest.get("/poll/key-a")
+    assert_429(refused, limit=2)
+    assert refused.wsgi_request.rate_limit_scope == "guest_poll"
+
+    # Another session key has its own poll budget; the IP's flood guard is now the tighter one.
+    other = guest.get("/poll/key-b")
+    assert other.status_code == 200
+    assert_rate_headers(other, limit=4, left=0)
+    assert other.wsgi_request.rate_limit_scope == "guest_ip"
+    flooded = guest.get("/poll/key-c")
+    assert_429(flooded, limit=4)
+    assert flooded.wsgi_request.rate_limit_scope == "guest_ip"
+
+
+@pytest.mark.urls("tests.test_rate_limits")
+def test_a_view_without_scopes_is_not_limited(limits):
+    limits(anon="1/hour", guest_ip="1/hour")
+    answers = [ApiClient().get("/health") for _ in range(3)]
+    assert [r.status_code for r in answers] == [200, 200, 200]
+    assert not any(header in r for r in answers for header in RATE_HEADERS)
+
+
+@pytest.mark.redis
+@pytest.mark.urls("tests.test_rate_limits")
+def test_a_request_spending_two_limits_costs_one_redis_round_trip(monkeypatch):
+    guest = ApiClient()
+    guest.get("/poll/key-a")  # the connection's handshake belongs to no request
+    sends = []
+    original = AbstractConnection.send_packed_command
+
+    def counting(self, command, check_health=True):
+        sends.append(command)
+        return original(self, command, check_health)
+
+    monkeypatch.setattr(AbstractConnection, "send_packed_command", counting)
+    response = guest.get("/poll/key-a")
+    monkeypatch.undo()
+
+    assert response.status_code == 200
+    assert_rate_headers(response, limit=60, left=58)
+    assert len(sends) == 1
