@@ -6,6 +6,7 @@ and in the README.
 """
 
 import os
+import re
 from pathlib import Path
 
 import dj_database_url
@@ -245,6 +246,10 @@ RATE_LIMITS = {
 for _key in RATE_LIMITS:
     _override = env_str("RATE_LIMIT_" + _key.upper().replace(":", "_"))
     if _override:
+        if not re.fullmatch(r"\d+/(second|minute|hour|day)", _override):
+            raise ImproperlyConfigured(
+                f"RATE_LIMIT_{_key.upper().replace(':', '_')} must be <requests>/<second|minute|hour|day>, not {_override!r}"
+            )
         RATE_LIMITS[_key] = _override
 # When the cache is unreachable: serve requests (fail open, logged and counted)
 # or answer 503 (fail closed).

@@ -1,6 +1,10 @@
 """Rate limits through the real URLs: tiers, anonymous callers, the headers on every answer."""
 
+import os
+import subprocess
+import sys
 from datetime import datetime
+from pathlib import Path
 
 import pytest
 from django.core.management import call_command
@@ -297,3 +301,21 @@ def test_a_request_spending_two_limits_costs_one_redis_round_trip(monkeypatch):
     assert response.status_code == 200
     assert_rate_headers(response, limit=60, left=58)
     assert len(sends) == 1
+
+
+@pytest.mark.parametrize(
+    ("value", "outcome"),
+    [("250/hour", "250/hour"), ("5/h", "must be <requests>/<second|minute|hour|day>, not '5/h'")],
+)
+def test_each_limit_can_be_overridden_from_the_environment_and_a_bad_one_stops_the_start(value, outcome):
+    env = {**os.environ, "SECRET_KEY": "x", "RATE_LIMIT_USER_PRO": value}
+    result = subprocess.run(
+        [sys.executable, "-c", "from chatsite import settings; print(settings.RATE_LIMITS['user:pro'])"],
+        cwd=Path(__file__).resolve().parent.parent,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert outcome in result.stdout + result.stderr
+    assert (result.returncode == 0) == (value == outcome)
