@@ -1,11 +1,13 @@
 """Who is calling, as far as the network can tell."""
 
 import ipaddress
+from functools import lru_cache
 
 from django.conf import settings
 from django.http import HttpRequest
 
 
+@lru_cache(maxsize=4096)  # parsing costs more than the lookup; callers repeat
 def _normalized_ip(value: str) -> str | None:
     try:
         return str(ipaddress.ip_address(value.strip()))
