@@ -63,6 +63,12 @@ class FakeClock:
         return self.now
 
 
+@pytest.fixture(autouse=True)
+def steady_clock(monkeypatch):
+    """Mid-hour and mid-minute, so that no test's requests straddle two windows."""
+    monkeypatch.setattr(throttles.limiter, "clock", FakeClock("2025-08-07T09:15:30+00:00"))
+
+
 def test_a_free_user_gets_100_requests_an_hour_then_429(as_alice):
     answers = [as_alice.get(SESSIONS) for _ in range(100)]
     assert {r.status_code for r in answers} == {200}

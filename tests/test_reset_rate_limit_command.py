@@ -5,7 +5,9 @@ import io
 import pytest
 from django.core.management import CommandError, call_command
 
+from chat import throttles
 from tests.conftest import ApiClient
+from tests.test_rate_limits import FakeClock
 
 SESSIONS = "/api/chat/sessions"
 
@@ -24,6 +26,12 @@ def tight_limits(settings):
         "anon": "2/hour",
         "guest_poll": "2/minute",
     }
+
+
+@pytest.fixture(autouse=True)
+def steady_clock(monkeypatch):
+    """Mid-hour and mid-minute, so that no test's requests straddle two windows."""
+    monkeypatch.setattr(throttles.limiter, "clock", FakeClock("2025-08-07T09:15:30+00:00"))
 
 
 @pytest.mark.usefixtures("tight_limits")
