@@ -8,6 +8,8 @@ A view names the limits it spends with `throttle_scopes` (see chat.api.base.ApiV
 - any other key of RATE_LIMITS listed in SCOPE_IDENTITIES, counted per the caller
   named there: the client IP or the URL's `session_key`.
 
+A plain Django view takes the same limits with the `limit_view(*scopes)` decorator.
+
 Rates are read from settings on each request (DRF copies its throttle rates at
 import, so override_settings never reaches them: DRF #6030), and the tier from
 request.user, so a tier change applies to the user's next request.
@@ -21,6 +23,7 @@ cannot be tested with a fake clock; and it turns an unreachable Redis into a 500
 limit of a request in one small Lua script: one round trip, exact counting.
 """
 
+import functools
 import hashlib
 import logging
 import math
@@ -30,7 +33,6 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from functools import lru_cache
 from typing import Protocol
 
 from django.conf import settings
@@ -43,7 +45,7 @@ from django_redis.exceptions import ConnectionInterrupted
 from redis.commands.core import Script
 from redis.exceptions import RedisError
 
-from chat.errors import RateLimitExceeded, ServiceUnavailable
+from chat.errors import ApiError, RateLimitExceeded, ServiceUnavailable, error_response
 from chat.net import client_ip
 
 logger = logging.getLogger(__name__)
@@ -86,7 +88,7 @@ class Rate:
     period: int  # seconds
 
 
-@lru_cache(maxsize=128)
+@functools.lru_cache(maxsize=128)
 def parse_rate(text: str) -> Rate:
     """'100/hour' -> Rate(100, 3600)."""
     match = RATE_RE.fullmatch(text)
@@ -343,10 +345,10 @@ def limits_for_identity(kind: str, value: str) -> list[Limit]:
     ]
 
 
-def limits_for_request(request, view) -> list[Limit]:
-    """The limits the request spends, per the view's throttle_scopes."""
+def limits_for_request(request, scopes: Sequence[str], url_kwargs: dict) -> list[Limit]:
+    """The limits a request spends for `scopes` (a view's throttle_scopes)."""
     limits = []
-    for declared in view.throttle_scopes:
+    for declared in scopes:
         scope = declared
         if scope == USER:
             user = request.user
@@ -358,28 +360,33 @@ def limits_for_request(request, view) -> list[Limit]:
         kind = SCOPE_IDENTITIES.get(scope)
         if kind == IP:
             identity = client_ip(request)
-        elif kind == SESSION_KEY and SESSION_KEY in view.kwargs:
-            identity = view.kwargs[SESSION_KEY]
+        elif kind == SESSION_KEY and SESSION_KEY in url_kwargs:
+            identity = url_kwargs[SESSION_KEY]
         else:
             raise ImproperlyConfigured(
-                f"{type(view).__name__}: throttle scope {declared!r} needs an entry in SCOPE_IDENTITIES"
-                f" (and a `session_key` URL argument when counted by session key)"
+                f"throttle scope {declared!r} needs an entry in SCOPE_IDENTITIES"
+                " (and a `session_key` URL argument when counted by session key)"
             )
         limits.append(Limit(scope, scope, counter_identity(identity), rate_for(scope)))
     return limits
 
 
 def check(request, view) -> Decision | None:
-    """Count the request against the view's limits; raise RateLimitExceeded when one is spent.
+    """Count the request against the view's throttle_scopes (see check_scopes)."""
+    return check_scopes(request, view.throttle_scopes, url_kwargs=view.kwargs, sender=type(view))
+
+
+def check_scopes(request, scopes: Sequence[str], *, url_kwargs: dict, sender) -> Decision | None:
+    """Count the request against `scopes`; raise RateLimitExceeded when one is spent.
 
     The decision is kept on the Django request as `rate_limit` (for the response
     headers) and the binding scope as `rate_limit_scope` (for the request log).
-    None when limiting is off, the view has no limits, or the cache is down and
-    the limiter fails open.
+    None when limiting is off, there are no scopes, or the cache is down and the
+    limiter fails open. `sender` (the view) is what the signals are sent with.
     """
-    if not settings.RATE_LIMIT_ENABLED or not view.throttle_scopes:
+    if not settings.RATE_LIMIT_ENABLED or not scopes:
         return None
-    limits = limits_for_request(request, view)
+    limits = limits_for_request(request, scopes, url_kwargs)
     http_request = getattr(request, "_request", request)
     http_request.rate_limit_scope = limits[0].scope
     try:
@@ -387,7 +394,7 @@ def check(request, view) -> Decision | None:
     except CACHE_DOWN as error:
         fail_open = settings.RATE_LIMIT_FAIL_OPEN
         failures.report(error, fail_open=fail_open)
-        limiter_failed.send(sender=type(view), error=error, fail_open=fail_open)
+        limiter_failed.send(sender=sender, error=error, fail_open=fail_open)
         if fail_open:
             return None
         raise ServiceUnavailable(headers={"Retry-After": "5"}) from None
@@ -396,9 +403,42 @@ def check(request, view) -> Decision | None:
     if not decision.allowed:
         scope = decision.binding.scope
         logger.info("rate limit exceeded: %s", scope, extra={"rate_limit_scope": scope})
-        rate_limited.send(sender=type(view), scope=scope, request=http_request)
+        rate_limited.send(sender=sender, scope=scope, request=http_request)
         raise RateLimitExceeded(details={"retry_after": decision.retry_after}, headers=decision.headers())
     return decision
+
+
+def limit_view(*scopes: str):
+    """The limits of ApiView.throttle_scopes for a plain Django view (a hot path that skips DRF).
+
+    Same counting, headers and 429 or 503 envelope. The view should return its
+    errors as responses (chat.errors.error_response): an exception escaping it
+    reaches Django's handlers, which know nothing of the headers.
+    """
+
+    def decorate(view_func):
+        @functools.wraps(view_func)
+        def limited(request, *args, **kwargs):
+            try:
+                check_scopes(request, scopes, url_kwargs=kwargs, sender=view_func)
+            except ApiError as exc:
+                response = error_response(
+                    request,
+                    status=exc.status,
+                    code=exc.code,
+                    message=exc.message,
+                    details=exc.details,
+                    headers=exc.headers,
+                )
+            else:
+                response = view_func(request, *args, **kwargs)
+            for name, value in response_headers(request).items():
+                response[name] = value
+            return response
+
+        return limited
+
+    return decorate
 
 
 def response_headers(request) -> dict[str, str]:
