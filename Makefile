@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt | 
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: install run test lint check-deploy
+.PHONY: install run test lint check-deploy bench
 
 $(STAMP): requirements.txt requirements-dev.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -38,3 +38,11 @@ test: install
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+
+# The load benchmark against its baselines (README, "Benchmarks"): needs PostgreSQL
+# on 127.0.0.1:5432 (it makes the chat_bench database), Redis on 127.0.0.1:6379
+# (db 9, flushed) and wrk. Options: make bench BENCH_ARGS="--reps 1 --profile"
+bench: install
+	@command -v wrk >/dev/null 2>&1 || { echo "wrk is not installed: sudo apt-get install -y wrk"; exit 2; }
+	$(BIN)/python -m pip install --quiet -r bench/requirements.txt
+	$(BIN)/python -m bench.run $(BENCH_ARGS)

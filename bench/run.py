@@ -1,0 +1,669 @@
+"""`make bench`: the service under load against baselines measured in the same run (issue 6).
+
+1. A fresh PostgreSQL database (chat_bench) is migrated and seeded with COPY:
+   a guest session, a 1,000-message session, filler up to 10,000 messages.
+2. gunicorn serves it with the production configuration (gunicorn.conf.py),
+   production settings plus /bench/bare (bench.settings), PostgreSQL, Redis
+   db 9, the JSON request log (to a file), metrics (multiprocess directory) and
+   the rate limiter with limits too high to trigger (every request still counted).
+3. wrk loads each case: a warm-up, then 3 repetitions of 10 s in rotated order,
+   each followed by a single-connection run (its p50 is the service time).
+4. The floor of the 1,000-message read is timed in-process (bench/floor.py).
+5. Scale: the table is topped up to 1,000,000 messages and poll-10's
+   single-connection p50 is measured again.
+6. Worker RSS is read from /proc; the limiter's Redis round trips are counted
+   through a proxy (bench/redis_proxy.py) in a separate short phase.
+7. A table of every figure and its target is printed and bench/results/latest.json written.
+
+Everything binds to 127.0.0.1; every wait has a timeout.
+"""
+
+import argparse
+import http.client
+import json
+import os
+import platform
+import secrets
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import orjson
+
+from bench import floor, seed
+from bench.redis_proxy import RoundTripProxy
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCH = ROOT / "bench"
+RESULTS = BENCH / "results"
+WRK_DIR = BENCH / "wrk"
+HOST = "127.0.0.1"
+
+DATABASE_URL = os.environ.get("BENCH_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/chat_bench")
+REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/9")
+# High enough never to trigger, so every request is still counted by the limiter.
+RATE_LIMIT_ENV = {
+    "RATE_LIMIT_USER_FREE": "100000000/hour",
+    "RATE_LIMIT_USER_PRO": "100000000/hour",
+    "RATE_LIMIT_USER_ENTERPRISE": "100000000/hour",
+    "RATE_LIMIT_ANON": "100000000/hour",
+    "RATE_LIMIT_GUEST_POLL": "100000000/minute",
+    "RATE_LIMIT_GUEST_CREATE": "100000000/hour",
+    "RATE_LIMIT_GUEST_SEND": "100000000/minute",
+    "RATE_LIMIT_GUEST_IP": "100000000/minute",
+}
+POST_SESSIONS = 1000
+# What redis-py sends once when it opens a connection.
+CONNECTION_SETUP = {"HELLO", "CLIENT", "SELECT", "AUTH"}
+
+WRK_MISSING = """wrk is not installed. It is a Debian package:
+
+    sudo apt-get install -y wrk
+
+then run `make bench` again."""
+
+
+def log(message: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def loadavg() -> list[float]:
+    return [round(x, 2) for x in os.getloadavg()]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind((HOST, 0))
+        return sock.getsockname()[1]
+
+
+def git_commit() -> str:
+    result = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, timeout=10, check=False
+    )
+    return result.stdout.strip()
+
+
+def redis_flush(url: str) -> None:
+    import redis  # the service's own client; only the flush of our own db number
+
+    redis.Redis.from_url(url, socket_timeout=5).flushdb()
+
+
+def service_env(*, redis_url: str, metrics_dir: Path) -> dict[str, str]:
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("RATE_LIMIT_", "DJANGO_"))}
+    env.update(RATE_LIMIT_ENV)
+    env.update(
+        {
+            "DJANGO_SETTINGS_MODULE": "bench.settings",
+            "DATABASE_URL": DATABASE_URL,
+            "REDIS_URL": redis_url,
+            "SECRET_KEY": "bench-" + secrets.token_hex(24),
+            "ALLOWED_HOSTS": HOST,
+            "DEBUG": "false",
+            "RATE_LIMIT_ENABLED": "true",
+            "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
+            "PYTHONDONTWRITEBYTECODE": "1",
+        }
+    )
+    return env
+
+
+# --------------------------------------------------------------------------- the server
+
+
+@dataclass
+class ServerConfig:
+    workers: int | None = None
+    threads: int | None = None
+    worker_class: str | None = None
+
+    def command(self, port: int) -> list[str]:
+        cmd = [str(Path(sys.executable).parent / "gunicorn")]
+        conf = ROOT / "gunicorn.conf.py"
+        if conf.exists():
+            cmd += ["-c", str(conf)]
+        else:
+            # Until the production configuration lands: its documented equivalent.
+            cmd += ["--worker-class", "sync", "--workers", "3", "--timeout", "30", "--graceful-timeout", "30"]
+        if self.worker_class:
+            cmd += ["--worker-class", self.worker_class]
+        if self.workers:
+            cmd += ["--workers", str(self.workers)]
+        if self.threads:
+            cmd += ["--threads", str(self.threads)]
+        return [*cmd, "--bind", f"{HOST}:{port}", "chatsite.wsgi:application"]
+
+
+class Server:
+    """gunicorn in its own process group; stopped with SIGTERM (SIGKILL after 30 s)."""
+
+    def __init__(self, config: ServerConfig, env: dict[str, str], log_path: Path):
+        self.config = config
+        self.env = env
+        self.log_path = log_path
+        self.port = free_port()
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def base(self) -> str:
+        return f"http://{HOST}:{self.port}"
+
+    def start(self) -> None:
+        self.command = self.config.command(self.port)
+        with open(self.log_path, "ab") as out:
+            self.process = subprocess.Popen(
+                self.command, cwd=ROOT, env=self.env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+            )
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"gunicorn exited ({self.process.returncode}); see {self.log_path}")
+            try:
+                if request(self.port, "GET", "/bench/bare")[0] == 200 and len(self.worker_pids()) >= 1:
+                    return
+            except OSError:
+                pass
+            time.sleep(0.2)
+        self.stop()
+        raise RuntimeError(f"gunicorn did not answer within 60 s; see {self.log_path}")
+
+    def worker_pids(self) -> list[int]:
+        if self.process is None:
+            return []
+        pids = []
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            ppid = int(stat.rsplit(")", 1)[1].split()[1])
+            if ppid == self.process.pid:
+                pids.append(int(entry.name))
+        return sorted(pids)
+
+    def worker_rss_mb(self) -> dict[int, float]:
+        rss = {}
+        for pid in self.worker_pids():
+            try:
+                for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                    if line.startswith("VmRSS:"):
+                        rss[pid] = round(int(line.split()[1]) / 1024, 1)
+            except OSError:
+                continue
+        return rss
+
+    def stop(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(10)
+
+
+def request(port: int, method: str, path: str, body: bytes | None = None, headers: dict | None = None):
+    conn = http.client.HTTPConnection(HOST, port, timeout=30)
+    try:
+        conn.request(method, path, body=body, headers=headers or {})
+        response = conn.getresponse()
+        return response.status, response.read()
+    finally:
+        conn.close()
+
+
+# --------------------------------------------------------------------------- the cases
+
+
+@dataclass
+class Case:
+    name: str
+    method: str
+    path: str
+    script: str  # a file in bench/wrk
+    headers: dict[str, str] = field(default_factory=dict)
+    limited: bool = True  # spends the rate limiter
+
+
+def pair_body(session: int, nonce: str) -> bytes:
+    stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return orjson.dumps(
+        {
+            "sessionId": f"bench-post-{session:04d}",
+            "messages": [
+                {"id": f"{nonce}-u", "role": "user", "content": "How do I keep a poll fast?", "timestamp": stamp},
+                {
+                    "id": f"{nonce}-a",
+                    "role": "assistant",
+                    "content": "Use an index on (session, id).",
+                    "model": "gpt-4o-mini",
+                    "total_tokens": 412,
+                    "user_message_id": f"{nonce}-u",
+                    "timestamp": stamp,
+                },
+            ],
+        }
+    )
+
+
+def make_cases(seeded: seed.Seeded) -> dict[str, Case]:
+    auth = {"Authorization": f"Bearer {seeded.token}"}
+    guest = f"/api/v1/chat/guest/{seeded.guest_key}/messages"
+    return {
+        "bare": Case("bare", "GET", "/bench/bare", "get.lua", limited=False),
+        "poll-empty": Case("poll-empty", "GET", f"{guest}?last_message_id={seeded.guest_ids[-1]}", "get.lua"),
+        "poll-10": Case("poll-10", "GET", f"{guest}?last_message_id={seeded.guest_ids[-11]}", "get.lua"),
+        "history-1000": Case(
+            "history-1000", "GET", f"/api/chat/messages?session_id={seeded.history_session}", "get.lua", auth
+        ),
+        "post-pair": Case(
+            "post-pair",
+            "POST",
+            "/api/chat/messages",
+            "post_pair.lua",
+            {**auth, "Content-Type": "application/json"},
+        ),
+    }
+
+
+def check_case(server: Server, case: Case, seeded: seed.Seeded) -> str | None:
+    """None if the case answers as it must, else why not."""
+    body = pair_body(0, "check-" + secrets.token_hex(4)) if case.method == "POST" else None
+    status, raw = request(server.port, case.method, case.path, body, case.headers)
+    expected = 201 if case.method == "POST" else 200
+    if status != expected:
+        return f"{case.method} {case.path} answered {status}: {raw[:200]!r}"
+    data = orjson.loads(raw)
+    if case.name == "history-1000" and len(data) != seed.HISTORY_MESSAGES:
+        return f"history returned {len(data)} messages"
+    if case.name.startswith("poll"):
+        want = 0 if case.name == "poll-empty" else 10
+        if len(data["data"]) != want or data["meta"]["has_more"]:
+            return f"{case.name} returned {len(data['data'])} messages, meta {data['meta']}"
+    if case.name == "post-pair" and data.get("count") != 2:
+        return f"post returned {data}"
+    return None
+
+
+# --------------------------------------------------------------------------- wrk
+
+
+class Wrk:
+    def __init__(self, server: Server, tmp: Path, threads: int, connections: int):
+        self.server = server
+        self.tmp = tmp
+        self.threads = threads
+        self.connections = connections
+        self.runs = 0
+        self.nonce = secrets.token_hex(3)
+        self.report = (WRK_DIR / "report.lua").read_text()
+
+    def script(self, case: Case) -> Path:
+        path = self.tmp / f"{case.name}.lua"
+        if not path.exists():
+            path.write_text((WRK_DIR / case.script).read_text() + "\n" + self.report)
+        return path
+
+    def run(self, case: Case, duration: float, *, single: bool = False) -> dict:
+        threads, connections = (1, 1) if single else (self.threads, self.connections)
+        self.runs += 1
+        cmd = [
+            "wrk",
+            "-t",
+            str(threads),
+            "-c",
+            str(connections),
+            "-d",
+            f"{max(1, round(duration))}s",
+            "--timeout",
+            "10s",
+        ]
+        cmd += ["-s", str(self.script(case))]
+        for name, value in case.headers.items():
+            if name != "Content-Type":
+                cmd += ["-H", f"{name}: {value}"]
+        cmd += [self.server.base + case.path, "--", f"{self.nonce}r{self.runs}", str(POST_SESSIONS)]
+        result = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 60, check=False)
+        lines = [line for line in result.stdout.splitlines() if line.startswith("BENCH_JSON ")]
+        if result.returncode != 0 or not lines:
+            raise RuntimeError(f"wrk failed ({result.returncode}): {result.stdout}\n{result.stderr}")
+        figures = json.loads(lines[-1].removeprefix("BENCH_JSON "))
+        figures["rps"] = figures["requests"] / (figures["duration_us"] / 1e6)
+        figures["errors"] = sum(
+            figures[k] for k in ("connect_errors", "read_errors", "write_errors", "status_errors", "timeouts")
+        )
+        figures["connections"], figures["threads"] = connections, threads
+        return figures
+
+
+def summarize(runs: list[dict]) -> dict:
+    rps = [r["rps"] for r in runs]
+    return {
+        "rps_median": statistics.median(rps),
+        "rps_min": min(rps),
+        "rps_max": max(rps),
+        "p50_ms": statistics.median(r["p50_us"] for r in runs) / 1000,
+        "p99_ms": statistics.median(r["p99_us"] for r in runs) / 1000,
+        "errors": sum(r["errors"] for r in runs),
+        "runs": runs,
+    }
+
+
+def summarize_single(runs: list[dict]) -> dict:
+    return {
+        "p50_ms": statistics.median(r["p50_us"] for r in runs) / 1000,
+        "p50_min_ms": min(r["p50_us"] for r in runs) / 1000,
+        "p50_max_ms": max(r["p50_us"] for r in runs) / 1000,
+        "rps_median": statistics.median(r["rps"] for r in runs),
+        "errors": sum(r["errors"] for r in runs),
+        "runs": runs,
+    }
+
+
+# --------------------------------------------------------------------------- round trips
+
+
+def count_round_trips(
+    cases: dict[str, Case], config: ServerConfig, tmp: Path, requests_per_case: int
+) -> dict[str, dict]:
+    """Redis round trips per request of each case, through the counting proxy."""
+    proxy = RoundTripProxy().start()
+    host_db = REDIS_URL.rsplit("/", 1)
+    proxy_url = f"redis://{HOST}:{proxy.port}/{host_db[1]}"
+    server = Server(config, service_env(redis_url=proxy_url, metrics_dir=tmp / "metrics-rt"), tmp / "server-rt.log")
+    (tmp / "metrics-rt").mkdir()
+    out = {}
+    try:
+        server.start()
+        for case in cases.values():
+            # Warm every worker's Redis connection first: connecting is not a request's cost.
+            for i in range(30 * max(1, len(server.worker_pids()))):
+                send(server, case, i)
+            before, before_commands = proxy.snapshot()
+            for i in range(requests_per_case):
+                send(server, case, 1000 + i)
+            after, after_commands = proxy.snapshot()
+            commands = after_commands - before_commands
+            # A worker that connects for the first time inside the window says hello once.
+            setup = sum(n for name, n in commands.items() if name in CONNECTION_SETUP)
+            out[case.name] = {
+                "requests": requests_per_case,
+                "round_trips": after - before,
+                "connection_setup_round_trips": setup,
+                "per_request": (after - before - setup) / requests_per_case,
+                "commands": dict(commands),
+            }
+    finally:
+        server.stop()
+        proxy.stop()
+    return out
+
+
+def send(server: Server, case: Case, index: int) -> None:
+    body = pair_body(index % POST_SESSIONS, f"rt{index}-{secrets.token_hex(4)}") if case.method == "POST" else None
+    status, raw = request(server.port, case.method, case.path, body, case.headers)
+    if status >= 300:
+        raise RuntimeError(f"{case.name} answered {status}: {raw[:200]!r}")
+
+
+# --------------------------------------------------------------------------- the report
+
+
+def ratio(a: float | None, b: float | None) -> float | None:
+    return a / b if a is not None and b else None
+
+
+def targets(results: dict) -> list[dict]:
+    cases, rows = results["cases"], []
+
+    def add(name, value, limit, *, at_least: bool, unit="x"):
+        met = None if value is None else (value >= limit if at_least else value <= limit)
+        rows.append({"target": name, "value": value, "limit": limit, "at_least": at_least, "unit": unit, "met": met})
+
+    bare = cases.get("bare", {}).get("load", {}).get("rps_median")
+    for name, limit in (("poll-10", 0.25), ("poll-empty", 0.30), ("post-pair", 0.10)):
+        value = ratio(cases.get(name, {}).get("load", {}).get("rps_median"), bare)
+        add(f"{name} req/s ÷ bare", value, limit, at_least=True)
+    history = cases.get("history-1000", {}).get("single", {}).get("p50_ms")
+    add("history-1000 c1 p50 ÷ floor", ratio(history, results["floor"]["median_ms"]), 2.0, at_least=False)
+    scale = results.get("scale", {})
+    add("poll-10 c1 p50 at 1M ÷ at 10k", scale.get("ratio"), 1.2, at_least=False)
+    add("max worker RSS (MB)", results.get("rss", {}).get("max_mb"), 100, at_least=False, unit="MB")
+    trips = results.get("redis_round_trips", {})
+    limited = [v["per_request"] for k, v in trips.items() if k != "bare"]
+    add("Redis round trips per limited request", max(limited) if limited else None, 1.0, at_least=False, unit="")
+    return rows
+
+
+def fmt(value, digits=2) -> str:
+    return "n/a" if value is None else f"{value:.{digits}f}"
+
+
+def table(results: dict) -> str:
+    cases = results["cases"]
+    bare = cases.get("bare", {}).get("load", {})
+    bare_single = cases.get("bare", {}).get("single", {})
+    head = (
+        "| case | req/s median (min-max) | x bare | p50 ms | p99 ms | c1 p50 ms | c1 p50 x bare |\n"
+        "| --- | --- | --- | --- | --- | --- | --- |"
+    )
+    lines = [head]
+    for name in ("bare", "poll-empty", "poll-10", "history-1000", "post-pair"):
+        if name not in cases:
+            lines.append(f"| {name} | not run: {results.get('skipped', {}).get(name, 'n/a')} | | | | | |")
+            continue
+        load, single = cases[name]["load"], cases[name]["single"]
+        lines.append(
+            f"| {name} | {load['rps_median']:.0f} ({load['rps_min']:.0f}-{load['rps_max']:.0f}) "
+            f"| {fmt(ratio(load['rps_median'], bare.get('rps_median')))} "
+            f"| {load['p50_ms']:.2f} | {load['p99_ms']:.2f} | {single['p50_ms']:.2f} "
+            f"| {fmt(ratio(single['p50_ms'], bare_single.get('p50_ms')), 1)} |"
+        )
+    fl = results["floor"]
+    lines.append(
+        f"| floor (in-process, 1,000 rows) | | | {fl['median_ms']:.2f} | | | |" if fl else "| floor | n/a | | | | | |"
+    )
+    out = ["\n".join(lines), "", "| target | figure | limit | met |", "| --- | --- | --- | --- |"]
+    for row in results["targets"]:
+        sign = "≥" if row["at_least"] else "≤"
+        met = {True: "yes", False: "**no**", None: "n/a"}[row["met"]]
+        out.append(f"| {row['target']} | {fmt(row['value'])} | {sign} {row['limit']} | {met} |")
+    return "\n".join(out)
+
+
+# --------------------------------------------------------------------------- main
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--duration", type=float, default=10, help="seconds per loaded repetition")
+    parser.add_argument("--single-duration", type=float, default=5, help="seconds per single-connection run")
+    parser.add_argument("--warmup", type=float, default=3, help="seconds of warm-up per case")
+    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--threads", type=int, default=2, help="wrk threads")
+    parser.add_argument("--total", type=int, default=10_000, help="messages seeded")
+    parser.add_argument("--scale-total", type=int, default=1_000_000, help="messages for the scale case (0: skip)")
+    parser.add_argument("--workers", type=int, help="override gunicorn workers")
+    parser.add_argument("--worker-threads", type=int, help="override gunicorn threads")
+    parser.add_argument("--worker-class", help="override the gunicorn worker class")
+    parser.add_argument("--cases", default="bare,poll-empty,poll-10,history-1000,post-pair")
+    parser.add_argument("--round-trip-requests", type=int, default=200)
+    parser.add_argument("--profile", action="store_true", help="also sample each case with py-spy (slower)")
+    parser.add_argument("--output", default=str(RESULTS / "latest.json"))
+    args = parser.parse_args(argv)
+
+    if shutil.which("wrk") is None:
+        print(WRK_MISSING, file=sys.stderr)
+        return 2
+    started = time.monotonic()
+    config = ServerConfig(args.workers, args.worker_threads, args.worker_class)
+    results: dict = {
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "commit": git_commit(),
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
+        "load_before": loadavg(),
+        "wrk": {
+            "threads": args.threads,
+            "connections": args.connections,
+            "duration_s": args.duration,
+            "single_duration_s": args.single_duration,
+            "reps": args.reps,
+        },
+        "cases": {},
+        "skipped": {},
+    }
+    tmp = Path(tempfile.mkdtemp(prefix="chat-bench-"))
+    (tmp / "metrics").mkdir()
+    env = service_env(redis_url=REDIS_URL, metrics_dir=tmp / "metrics")
+    server = Server(config, env, tmp / "server.log")
+    try:
+        log(f"seeding {args.total:,} messages into {DATABASE_URL.rsplit('/', 1)[1]} ...")
+        t = time.monotonic()
+        seeded = seed.seed(DATABASE_URL, env, args.total)
+        results["seed"] = {"messages": args.total, "seconds": round(time.monotonic() - t, 1)}
+        redis_flush(REDIS_URL)
+        server.start()
+        results["server"] = {"command": " ".join(server.command[1:]), "workers": len(server.worker_pids())}
+        log(f"gunicorn: {results['server']['command']} ({results['server']['workers']} workers)")
+
+        all_cases = make_cases(seeded)
+        cases: dict[str, Case] = {}
+        for name in args.cases.split(","):
+            problem = check_case(server, all_cases[name], seeded)
+            if problem:
+                log(f"skipping {name}: {problem}")
+                problem = problem.split(": b'")[0]
+                results["skipped"][name] = problem
+            else:
+                cases[name] = all_cases[name]
+
+        log("floor: raw psycopg + orjson of the 1,000 rows, in-process ...")
+        fl = floor.measure(DATABASE_URL, seeded.history_session)
+        api_status, api_body = request(
+            server.port, "GET", all_cases["history-1000"].path, None, all_cases["history-1000"].headers
+        )
+        fl["same_bytes_as_api"] = api_status == 200 and api_body == fl.pop("body")
+        results["floor"] = fl
+        log(f"floor {fl['median_ms']:.2f} ms, {fl['bytes']:,} bytes, same bytes as the API: {fl['same_bytes_as_api']}")
+
+        wrk = Wrk(server, tmp, args.threads, args.connections)
+        reads = [c for c in cases.values() if c.method == "GET"]
+        writes = [c for c in cases.values() if c.method != "GET"]
+        log("warm-up (reads) ...")
+        for case in reads:
+            wrk.run(case, args.warmup)
+            wrk.run(case, 1, single=True)
+
+        # poll-10 at exactly the seeded size, before post-pair adds rows.
+        flat = {}
+        if "poll-10" in cases:
+            log(f"poll-10 single connection at {args.total:,} messages ...")
+            flat["small"] = summarize_single(
+                [wrk.run(cases["poll-10"], args.single_duration, single=True) for _ in range(args.reps)]
+            )
+            flat["small"]["messages"] = seed.message_count(DATABASE_URL)
+        for case in writes:
+            wrk.run(case, args.warmup)
+            wrk.run(case, 1, single=True)
+
+        names = list(cases)
+        loaded: dict[str, list] = {n: [] for n in names}
+        single: dict[str, list] = {n: [] for n in names}
+        for rep in range(args.reps):
+            order = names[rep % len(names) :] + names[: rep % len(names)]
+            log(f"repetition {rep + 1}/{args.reps}: {' '.join(order)}")
+            for name in order:
+                loaded[name].append(wrk.run(cases[name], args.duration))
+                single[name].append(wrk.run(cases[name], args.single_duration, single=True))
+                r = loaded[name][-1]
+                log(
+                    f"  {name:13} {r['rps']:8.0f} req/s  p50 {r['p50_us'] / 1000:7.2f} ms  p99 {r['p99_us'] / 1000:7.2f} ms"
+                    f"  c1 p50 {single[name][-1]['p50_us'] / 1000:6.2f} ms  errors {r['errors'] + single[name][-1]['errors']}"
+                )
+        for name in names:
+            results["cases"][name] = {"load": summarize(loaded[name]), "single": summarize_single(single[name])}
+        rss = server.worker_rss_mb()
+        results["rss"] = {"after_load_mb": rss}
+
+        if args.profile:
+            from bench import profile
+
+            results["profile"] = profile.profile_cases(server, wrk, cases, tmp, RESULTS)
+            profile.print_summary(results["profile"])
+
+        if args.scale_total and "poll-10" in cases:
+            log(f"scale: topping up to {args.scale_total:,} messages (COPY, then VACUUM ANALYZE) ...")
+            t = time.monotonic()
+            added = seed.top_up(DATABASE_URL, args.scale_total)
+            log(f"  added {added:,} in {time.monotonic() - t:.0f} s")
+            wrk.run(cases["poll-10"], 2, single=True)
+            flat["large"] = summarize_single(
+                [wrk.run(cases["poll-10"], args.single_duration, single=True) for _ in range(args.reps)]
+            )
+            flat["large"]["messages"] = seed.message_count(DATABASE_URL)
+            flat["ratio"] = flat["large"]["p50_ms"] / flat["small"]["p50_ms"]
+            flat["top_up_seconds"] = round(time.monotonic() - t, 1)
+            log(
+                f"  poll-10 c1 p50 {flat['small']['p50_ms']:.2f} ms at {flat['small']['messages']:,} -> "
+                f"{flat['large']['p50_ms']:.2f} ms at {flat['large']['messages']:,} ({flat['ratio']:.2f}x)"
+            )
+            results["rss"]["after_scale_mb"] = server.worker_rss_mb()
+        results["scale"] = flat
+        all_rss = list(results["rss"]["after_load_mb"].values()) + list(
+            results["rss"].get("after_scale_mb", {}).values()
+        )
+        results["rss"]["max_mb"] = max(all_rss) if all_rss else None
+        server.stop()
+        results["server_log_errors"] = count_error_lines(tmp / "server.log")
+
+        log("counting Redis round trips per request through a proxy ...")
+        results["redis_round_trips"] = count_round_trips(cases, config, tmp, args.round_trip_requests)
+        for name, v in results["redis_round_trips"].items():
+            log(f"  {name:13} {v['per_request']:.2f} round trips/request {v['commands']}")
+    finally:
+        server.stop()
+        results["load_after"] = loadavg()
+        results["seconds"] = round(time.monotonic() - started)
+    results["targets"] = targets(results)
+    text = table(results)
+    results["table"] = text
+    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.output).write_text(json.dumps(results, indent=2, default=str) + "\n")
+    shutil.rmtree(tmp, ignore_errors=True)
+    print()
+    print(text)
+    print()
+    print(
+        f"{results['server']['command']} · wrk -t{args.threads} -c{args.connections}, {args.reps}x{args.duration:g} s, "
+        f"c1 {args.reps}x{args.single_duration:g} s · load {results['load_before']} -> {results['load_after']} · "
+        f"{results['seconds']} s · written to {args.output}"
+    )
+    return 0
+
+
+def count_error_lines(path: Path) -> int:
+    try:
+        return sum(
+            1
+            for line in path.read_text(errors="replace").splitlines()
+            if '"level": "ERROR"' in line or '"level":"ERROR"' in line
+        )
+    except OSError:
+        return -1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

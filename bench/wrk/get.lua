@@ -1,0 +1,1 @@
+-- A fixed GET (the URL and headers come from the command line).

@@ -1,0 +1,103 @@
+"""The benchmark harness stays runnable; its baseline never reaches production's URLs.
+
+No timing here: `make bench` measures. These checks are fast and need neither wrk,
+PostgreSQL nor Redis.
+"""
+
+import importlib
+import socket
+import threading
+from pathlib import Path
+
+import pytest
+from django.test import Client, override_settings
+from django.urls import Resolver404, resolve
+
+from bench import profile, redis_proxy
+
+BENCH = Path(__file__).resolve().parent.parent / "bench"
+
+
+@pytest.mark.parametrize("module", ["bench.run", "bench.seed", "bench.floor", "bench.profile", "bench.urls"])
+def test_bench_modules_import(module):
+    importlib.import_module(module)
+
+
+def test_bench_settings_are_production_settings_with_the_bench_urls():
+    bench_settings = importlib.import_module("bench.settings")
+    production = importlib.import_module("chatsite.settings")
+
+    assert bench_settings.ROOT_URLCONF == "bench.urls"
+    assert bench_settings.MIDDLEWARE == production.MIDDLEWARE
+    assert bench_settings.RATE_LIMITS == production.RATE_LIMITS
+
+
+@override_settings(ROOT_URLCONF="bench.urls")
+def test_the_bare_baseline_answers_a_small_constant_json():
+    response = Client().get("/bench/bare")
+
+    assert response.status_code == 200
+    assert response["Content-Type"] == "application/json"
+    assert response.json() == {"success": True, "message": "ok", "data": None}
+    assert "X-Request-ID" in response  # through production's middleware
+
+
+@override_settings(ROOT_URLCONF="bench.urls")
+def test_the_bench_urls_keep_every_production_route():
+    assert resolve("/api/chat/messages").url_name == "chat-messages"
+
+
+def test_production_urls_have_no_bench_route():
+    with pytest.raises(Resolver404):
+        resolve("/bench/bare", urlconf="chatsite.urls")
+    assert Client().get("/bench/bare").status_code == 404
+
+
+def test_every_wrk_script_exists_and_reports_one_parseable_line():
+    report = (BENCH / "wrk" / "report.lua").read_text()
+    assert "BENCH_JSON" in report
+    for script in ("get.lua", "post_pair.lua"):
+        assert (BENCH / "wrk" / script).exists()
+
+
+def test_the_redis_proxy_counts_a_pipeline_as_one_round_trip():
+    upstream = socket.create_server(("127.0.0.1", 0))
+    port = upstream.getsockname()[1]
+
+    def answer():
+        conn, _ = upstream.accept()
+        with conn:
+            while data := conn.recv(65536):
+                conn.sendall(b"+OK\r\n" * data.count(b"*"))
+
+    threading.Thread(target=answer, daemon=True).start()
+    proxy = redis_proxy.RoundTripProxy("127.0.0.1", port).start()
+    try:
+        with socket.create_connection(("127.0.0.1", proxy.port), timeout=5) as client:
+            client.sendall(b"*1\r\n$4\r\nPING\r\n")
+            assert client.recv(100) == b"+OK\r\n"
+            client.sendall(b"*1\r\n$5\r\nMULTI\r\n*1\r\n$4\r\nEXEC\r\n")  # a pipeline: one send
+            received = b""
+            while len(received) < 10:
+                received += client.recv(100)
+        round_trips, commands = proxy.snapshot()
+    finally:
+        proxy.stop()
+        upstream.close()
+
+    assert round_trips == 2
+    assert commands == {"PING": 1, "MULTI": 1}
+
+
+def test_the_profile_summary_sorts_samples_into_layers():
+    stacks = [
+        (["handle (/venv/gunicorn/workers/sync.py:1)", "get (/app/chat/api/messages.py:9)"], 3),
+        (["handle (/venv/gunicorn/workers/sync.py:1)", "execute (/venv/psycopg/cursor.py:5)"], 1),
+        (["run (/venv/gunicorn/arbiter.py:1)", "wait_for_readable (/venv/gunicorn/workers/sync.py:2)"], 50),
+    ]
+
+    summary = profile.summarize(stacks)
+
+    assert summary["samples"] == 4
+    assert summary["idle_samples_left_out"] == 50
+    assert dict(summary["by_layer_pct"]) == {"chat (our code)": 75.0, "psycopg": 25.0}
