@@ -1,5 +1,6 @@
 from django.urls import path
 
+from chat.api import health
 from chat.api.messages import ChatMessagesApi
 from chat.api.sessions import ChatSessionDetailApi, ChatSessionListApi
 
@@ -7,4 +8,7 @@ urlpatterns = [
     path("api/chat/messages", ChatMessagesApi.as_view(), name="chat-messages"),
     path("api/chat/sessions", ChatSessionListApi.as_view(), name="chat-sessions"),
     path("api/chat/sessions/<str:session_id>", ChatSessionDetailApi.as_view(), name="chat-session-detail"),
+    path("healthz", health.healthz, name="healthz"),
+    path("readyz", health.readyz, name="readyz"),
+    path("metrics", health.metrics_view, name="metrics"),
 ]

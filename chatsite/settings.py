@@ -76,6 +76,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "chat.middleware.RequestIdMiddleware",
+    "chat.observability.RequestLogMiddleware",
     "chat.middleware.BodySizeLimitMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
@@ -278,7 +279,10 @@ LOG_LEVEL = env_str("LOG_LEVEL", "INFO")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "filters": {"trace_id": {"()": "chat.logging.TraceIdFilter"}},
+    "filters": {
+        "trace_id": {"()": "chat.logging.TraceIdFilter"},
+        "redact_request": {"()": "chat.observability.RedactRequestFilter"},
+    },
     "formatters": {"json": {"()": "chat.logging.JsonFormatter"}},
     "handlers": {
         "console": {"class": "logging.StreamHandler", "formatter": "json", "filters": ["trace_id"]},
@@ -286,7 +290,15 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {
         # The JSON request log replaces Django's own request/server lines.
-        "django.request": {"handlers": ["console"], "level": "ERROR", "propagate": False},
+        # Its 5xx lines keep the route, never the path (a guest's holds its key) or the request.
+        "django.request": {
+            "handlers": ["console"],
+            "filters": ["redact_request"],
+            "level": "ERROR",
+            "propagate": False,
+        },
+        # Django's default adds mail_admins here, whose mails carry request bodies: console only.
+        "django": {"handlers": ["console"], "level": LOG_LEVEL, "propagate": False},
         "django.server": {"handlers": [], "level": "ERROR", "propagate": False},
     },
 }

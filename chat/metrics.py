@@ -1,0 +1,101 @@
+"""Prometheus metrics, correct under several gunicorn workers.
+
+With PROMETHEUS_MULTIPROC_DIR set (gunicorn.conf.py and the Docker image set it),
+prometheus-client keeps every value in a per-process file in that directory and
+`/metrics` merges them, so any worker answers for all of them. Without it (tests,
+`runserver`, management commands) the values live in this process's default
+registry. Which one is decided by prometheus-client when it is first imported.
+
+Labels are bounded: a route is the URL pattern (never the raw path), a status
+is an HTTP code, a scope is a key of RATE_LIMITS, a source is one of SOURCES.
+"""
+
+import os
+
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram, generate_latest, multiprocess
+
+MULTIPROC_DIR = os.environ.get("PROMETHEUS_MULTIPROC_DIR", "")
+if MULTIPROC_DIR:
+    # Every process that imports this (gunicorn workers, but also `manage.py migrate`
+    # in the image) writes its files here: the directory must exist first.
+    os.makedirs(MULTIPROC_DIR, exist_ok=True)
+
+# Where messages were saved from: the authenticated API, a guest, a staff reply, the admin.
+SOURCES = ("api", "guest", "staff", "admin")
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+# A request that matched no URL pattern; its path is never a label.
+UNMATCHED = "<unmatched>"
+
+http_requests = Counter(
+    "chat_http_requests",
+    "HTTP requests served, by method, URL pattern and status",
+    ["method", "route", "status"],
+)
+http_request_duration = Histogram(
+    "chat_http_request_duration_seconds",
+    "Time to answer an HTTP request, by method, URL pattern and status",
+    ["method", "route", "status"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+)
+guest_polls = Counter(
+    "chat_guest_polls",
+    "Guest polls answered, by outcome: empty, or returned messages",
+    ["outcome"],
+)
+guest_poll_messages = Counter("chat_guest_poll_messages", "Messages returned by guest polls")
+messages_saved = Counter(
+    "chat_messages_saved",
+    "Messages saved (inserted or replaced), by source: api, guest, staff, admin",
+    ["source"],
+)
+rate_limited = Counter("chat_rate_limited", "Requests refused by a rate limit (429), by binding scope", ["scope"])
+limiter_failures = Counter(
+    "chat_rate_limiter_failures",
+    "Requests for which the rate limiter could not reach the cache, by mode: open (served) or closed (503)",
+    ["mode"],
+)
+
+
+def observe_request(*, method: str, route: str | None, status: int, seconds: float) -> None:
+    labels = (method if method in METHODS else "OTHER", route or UNMATCHED, str(status))
+    http_requests.labels(*labels).inc()
+    http_request_duration.labels(*labels).observe(seconds)
+
+
+def observe_guest_poll(returned: int) -> None:
+    """A guest poll answered with `returned` messages (0: an empty poll)."""
+    guest_polls.labels("messages" if returned else "empty").inc()
+    if returned:
+        guest_poll_messages.inc(returned)
+
+
+def observe_messages_saved(source: str, n: int) -> None:
+    """`n` messages saved from `source` (one of SOURCES)."""
+    if source not in SOURCES:
+        raise ValueError(f"unknown message source {source!r}; one of {SOURCES}")
+    if n:
+        messages_saved.labels(source).inc(n)
+
+
+def on_rate_limited(sender, *, scope: str, **kwargs) -> None:
+    """Receiver of chat.throttles.rate_limited."""
+    rate_limited.labels(scope).inc()
+
+
+def on_limiter_failed(sender, *, fail_open: bool, **kwargs) -> None:
+    """Receiver of chat.throttles.limiter_failed."""
+    limiter_failures.labels("open" if fail_open else "closed").inc()
+
+
+def registry() -> CollectorRegistry:
+    """Every process's values in multiprocess mode, else this process's."""
+    if not MULTIPROC_DIR:
+        return REGISTRY
+    merged = CollectorRegistry()
+    multiprocess.MultiProcessCollector(merged, path=MULTIPROC_DIR)
+    return merged
+
+
+def exposition() -> bytes:
+    """The Prometheus text format of every metric."""
+    return generate_latest(registry())

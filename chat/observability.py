@@ -1,0 +1,93 @@
+"""The request log and request metrics: one JSON line and one observation per request.
+
+What a line holds is chosen, never dumped: the URL pattern rather than the path
+(a guest's path holds its session key, its only credential), and no headers,
+query strings or bodies, so tokens, passwords and message content never reach
+the logs.
+"""
+
+import logging
+import time
+
+from django.utils.functional import SimpleLazyObject, empty
+
+from chat import metrics
+
+logger = logging.getLogger("chat.request")
+
+GUEST_ROUTE_PREFIX = "api/v1/chat/guest/"
+
+
+def route_of(request) -> str | None:
+    """The URL pattern the request matched (`api/chat/sessions/<str:session_id>`), or None."""
+    match = getattr(request, "resolver_match", None)
+    return match.route if match is not None else None
+
+
+def caller_of(request, route: str | None) -> str:
+    """The user's id if authenticated; else "guest" on a guest endpoint, else "anonymous".
+
+    A user nobody has looked at yet (a lazy request.user that no view touched) is
+    left alone: resolving it would cost a session query on /healthz.
+    """
+    user = request.__dict__.get("user")
+    if isinstance(user, SimpleLazyObject) and user._wrapped is empty:
+        user = None
+    if user is not None and user.is_authenticated:
+        return str(user.pk)
+    return "guest" if route and route.startswith(GUEST_ROUTE_PREFIX) else "anonymous"
+
+
+class RequestLogMiddleware:
+    """Log one line per request and count it in the metrics.
+
+    Placed right after RequestIdMiddleware, so the line carries the trace id and
+    sees the final status of every response, the 413s and 503s of the
+    middleware below it included.
+    """
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        started = time.perf_counter()
+        response = self.get_response(request)
+        seconds = time.perf_counter() - started
+        route = route_of(request)
+        metrics.observe_request(method=request.method, route=route, status=response.status_code, seconds=seconds)
+        logger.info(
+            "%s %s %s",
+            request.method,
+            route or metrics.UNMATCHED,
+            response.status_code,
+            extra={
+                "method": request.method,
+                "route": route,
+                "status": response.status_code,
+                "duration_ms": round(seconds * 1000, 2),
+                "user": caller_of(request, route),
+                "rate_limit_scope": getattr(request, "rate_limit_scope", None),
+            },
+        )
+        return response
+
+
+class RedactRequestFilter(logging.Filter):
+    """For Django's "django.request" logger: the route instead of the path, no request object.
+
+    Django logs a 5xx as "Internal Server Error: <path>" with the request in
+    `extra`; the path of a guest endpoint holds the session key, and the request
+    object would be written out by the JSON formatter.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        request = getattr(record, "request", None)
+        if request is not None:
+            path = getattr(request, "path", None)
+            paths = {path, path.encode("unicode_escape").decode("ascii")} if isinstance(path, str) else set()
+            route = route_of(request) or metrics.UNMATCHED
+            if isinstance(record.args, tuple):
+                record.args = tuple(route if isinstance(arg, str) and arg in paths else arg for arg in record.args)
+            record.method = getattr(request, "method", None)
+            del record.request
+        return True
