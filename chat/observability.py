@@ -73,11 +73,14 @@ class RequestLogMiddleware:
 
 
 class RedactRequestFilter(logging.Filter):
-    """For Django's "django.request" logger: the route instead of the path, no request object.
+    """For Django's lines about a request: the route instead of the path, no request object.
 
     Django logs a 5xx as "Internal Server Error: <path>" with the request in
-    `extra`; the path of a guest endpoint holds the session key, and the request
-    object would be written out by the JSON formatter.
+    `extra` (django.request; django.security.* alike); the path of a guest
+    endpoint holds the session key, and the request object would be written out
+    by the JSON formatter. Django logs the 5xx after the middleware has
+    returned, so the trace id is taken from the request. A handler filter, after
+    TraceIdFilter.
     """
 
     def filter(self, record: logging.LogRecord) -> bool:
@@ -89,5 +92,6 @@ class RedactRequestFilter(logging.Filter):
             if isinstance(record.args, tuple):
                 record.args = tuple(route if isinstance(arg, str) and arg in paths else arg for arg in record.args)
             record.method = getattr(request, "method", None)
+            record.trace_id = getattr(record, "trace_id", None) or getattr(request, "trace_id", None)
             del record.request
         return True

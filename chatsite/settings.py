@@ -285,18 +285,14 @@ LOGGING = {
     },
     "formatters": {"json": {"()": "chat.logging.JsonFormatter"}},
     "handlers": {
-        "console": {"class": "logging.StreamHandler", "formatter": "json", "filters": ["trace_id"]},
+        # redact_request: Django's lines about a request (django.request, django.security.*)
+        # keep its route and trace id, never its path (a guest's holds its key) or the request.
+        "console": {"class": "logging.StreamHandler", "formatter": "json", "filters": ["trace_id", "redact_request"]},
     },
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {
         # The JSON request log replaces Django's own request/server lines.
-        # Its 5xx lines keep the route, never the path (a guest's holds its key) or the request.
-        "django.request": {
-            "handlers": ["console"],
-            "filters": ["redact_request"],
-            "level": "ERROR",
-            "propagate": False,
-        },
+        "django.request": {"handlers": ["console"], "level": "ERROR", "propagate": False},
         # Django's default adds mail_admins here, whose mails carry request bodies: console only.
         "django": {"handlers": ["console"], "level": LOG_LEVEL, "propagate": False},
         "django.server": {"handlers": [], "level": "ERROR", "propagate": False},
