@@ -4,7 +4,7 @@ from typing import Any
 
 import orjson
 from django.db import connection
-from django.db.models import QuerySet
+from django.db.models import FilteredRelation, Q, QuerySet
 from psycopg.types.datetime import TimestamptzLoader
 
 from chat.errors import Forbidden, NotFound
@@ -85,3 +85,41 @@ def session_messages(*, user, session_id: str) -> list[dict[str, Any]]:
 def user_sessions(*, user) -> QuerySet[ChatSession]:
     """A user's sessions, most recently updated first (ties: id, descending)."""
     return ChatSession.objects.filter(user=user).order_by("-updated_at", "-id")
+
+
+# A guest message on the wire (ChatMessageResource): wire key -> column.
+GUEST_MESSAGE_FIELDS: dict[str, str] = {
+    "id": "id",
+    "message_id": "message_id",
+    "role": "role",
+    "content": "content",
+    "contentType": "content_type",
+    "timestamp": "timestamp",
+}
+_GUEST_WIRE_KEYS = tuple(GUEST_MESSAGE_FIELDS)
+
+
+def guest_message_to_wire(message) -> dict[str, Any]:
+    """A stored ChatMessage as a ChatMessageResource."""
+    return {key: getattr(message, column) for key, column in GUEST_MESSAGE_FIELDS.items()}
+
+
+def guest_messages_after(*, session_key, after_id: int, limit: int) -> tuple[list[dict[str, Any]], bool]:
+    """A guest session's messages with id > `after_id`, oldest first, at most `limit`; and whether more wait.
+
+    One query: the guest session LEFT JOINed to its messages newer than the cursor
+    (the condition sits in the join, so a session with nothing new is still one row
+    of NULLs, and an unknown key — or one of an owned session — is no row at all),
+    through the (session, id) index, `limit` + 1 rows to tell whether more wait.
+    """
+    rows = _fetch(
+        ChatSession.objects.filter(session_key=session_key, user__isnull=True)
+        .annotate(new=FilteredRelation("messages", condition=Q(messages__id__gt=after_id)))
+        .values_list(*(f"new__{column}" for column in GUEST_MESSAGE_FIELDS.values()))
+        .order_by("new__id")[: limit + 1]
+    )
+    if not rows:
+        raise NotFound("Session not found")
+    if rows[0][0] is None:  # the LEFT JOIN found nothing new
+        return [], False
+    return [dict(zip(_GUEST_WIRE_KEYS, row, strict=True)) for row in rows[:limit]], len(rows) > limit

@@ -207,3 +207,68 @@ def session_delete(*, user, session_id: str) -> None:
         if session.user_id != user.pk:
             raise Forbidden("This session belongs to someone else")
         session.delete()
+
+
+# Guest live chat. A guest session has no owner; its session_key is the guest's
+# only credential, so a key of an owned session is treated as unknown.
+
+
+def guest_session_create(*, guest_name: str = "") -> ChatSession:
+    """A new guest session; its id and key are made here."""
+    now = timezone.now()
+    return ChatSession.objects.create(
+        id=f"guest_{uuid.uuid4().hex}", user=None, guest_name=guest_name, created_at=now, updated_at=now
+    )
+
+
+def _guest_session_lock(*, session_key: uuid.UUID) -> ChatSession:
+    """The guest session of `session_key`, its row locked (session_lock) until the transaction ends."""
+    session_id = (
+        ChatSession.objects.filter(session_key=session_key, user__isnull=True).values_list("pk", flat=True).first()
+    )
+    session = session_lock(session_id=session_id) if session_id is not None else None
+    # Re-checked under the lock: the session may have been purged or given an owner meanwhile.
+    if session is None or session.user_id is not None:
+        raise NotFound("Session not found")
+    return session
+
+
+def guest_message_send(*, session_key: uuid.UUID, content: str, message_id: str | None = None) -> ChatMessage:
+    """Store a guest's message. A retried `message_id` returns the message as first stored.
+
+    The session's row lock is held from the look-up to the insert, so a retry racing
+    its original finds it, and message ids commit in order (a poller misses none).
+    """
+    now = timezone.now()
+    with transaction.atomic():
+        session = _guest_session_lock(session_key=session_key)
+        if message_id is not None:
+            stored = ChatMessage.objects.filter(session=session, message_id=message_id).first()
+            if stored is not None:
+                return stored
+        title = None
+        if session.message_count == 0 and session.title == DEFAULT_TITLE:
+            title = title_for(session_title=None, messages=[{"role": Role.USER, "content": content}])
+        [message] = session_messages_write(
+            session=session,
+            messages=[{"message_id": message_id or new_message_id(), "role": Role.USER, "content": content}],
+            now=now,
+            title=title,
+        )
+        return message
+
+
+def guest_reply_send(*, session_key: uuid.UUID, staff_user, content: str) -> ChatMessage:
+    """Store a staff member's reply to a guest (role assistant, author set)."""
+    if not (staff_user.is_active and staff_user.is_staff):
+        raise Forbidden("Only staff can reply to guests")
+    now = timezone.now()
+    with transaction.atomic():
+        session = _guest_session_lock(session_key=session_key)
+        [message] = session_messages_write(
+            session=session,
+            messages=[{"message_id": new_message_id(), "role": Role.ASSISTANT, "content": content}],
+            now=now,
+            author=staff_user,
+        )
+        return message

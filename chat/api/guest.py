@@ -1,0 +1,233 @@
+"""Guest live chat: start a session, send, poll for new messages; staff reply.
+
+No authentication: a guest session's `session_key` (a UUID in the path) is the
+guest's only credential. A key that is malformed, unknown, or belongs to a session
+with an owner gets the same 404, so a key reveals nothing about other sessions.
+Every answer is the seed's envelope (chat.errors.envelope).
+"""
+
+import re
+import uuid
+
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_serializer
+from rest_framework import serializers
+from rest_framework.permissions import AllowAny, IsAdminUser
+from rest_framework.response import Response
+
+from chat import selectors, services
+from chat.api import fields
+from chat.api.base import ApiView
+from chat.api.messages import client_id_field
+from chat.api.renderers import OrjsonRenderer
+from chat.api.schema import RATE_LIMIT_HEADERS, REQUEST_ID_HEADERS, envelope_serializer, errors
+from chat.errors import NotFound, envelope
+from chat.models import ContentType, Role
+from chat.selectors import guest_message_to_wire
+
+MAX_MESSAGES_PER_POLL = 100
+MAX_CONTENT_LENGTH = 2000
+MAX_GUEST_NAME_LENGTH = 100
+# PostgreSQL's bigint, the type of the message id.
+MAX_MESSAGE_ID = 2**63 - 1
+
+# Only the canonical spelling the server hands out: the rate limiter counts per
+# path segment, so other spellings of the same UUID must not open fresh budgets.
+SESSION_KEY_RE = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+# [0-9], not \d: \d also matches other scripts' digits ("٣"), which int() accepts.
+CURSOR_RE = re.compile(r"[0-9]{1,19}")
+
+
+def parse_session_key(raw: str) -> uuid.UUID:
+    """The path's session key; anything else is answered exactly like an unknown key."""
+    if not SESSION_KEY_RE.fullmatch(raw):
+        raise NotFound("Session not found")
+    return uuid.UUID(raw)
+
+
+def parse_cursor(request) -> int:
+    """`last_message_id`: missing means 0; anything but ASCII digits up to 2^63-1 is a 400."""
+    values = request.query_params.getlist("last_message_id")
+    if not values:
+        return 0
+    if len(values) == 1 and CURSOR_RE.fullmatch(values[0]) and int(values[0]) <= MAX_MESSAGE_ID:
+        return int(values[0])
+    raise serializers.ValidationError(
+        {"last_message_id": [f"Give one integer from 0 to {MAX_MESSAGE_ID}, in ASCII digits."]}
+    )
+
+
+class ContentField(fields.StrictCharField):
+    """A message's text: 1-2000 characters, not only whitespace, stored as sent (NUL refused)."""
+
+    def __init__(self, **kwargs):
+        super().__init__(max_length=MAX_CONTENT_LENGTH, **kwargs)
+
+    def to_internal_value(self, data):
+        value = super().to_internal_value(data)
+        if not value.strip():
+            self.fail("blank")
+        return value
+
+
+@extend_schema_serializer(component_name="ChatMessageResource")
+class ChatMessageResourceSerializer(serializers.Serializer):
+    """A message of a guest session. `id` is the polling cursor."""
+
+    id = serializers.IntegerField()
+    message_id = serializers.CharField()
+    role = serializers.ChoiceField(choices=Role.choices)
+    content = serializers.CharField()
+    contentType = serializers.ChoiceField(choices=ContentType.choices)
+    timestamp = serializers.DateTimeField()
+
+
+SESSION_KEY_PARAMETER = OpenApiParameter(
+    "session_key", OpenApiTypes.UUID, OpenApiParameter.PATH, description="The guest session's key"
+)
+
+
+class GuestView(ApiView):
+    """No credentials: the key in the path is the guest's. JSON out only."""
+
+    authentication_classes = []
+    permission_classes = [AllowAny]
+    renderer_classes = [OrjsonRenderer]
+
+
+class GuestSessionCreateApi(GuestView):
+    """Start a guest session; its `session_key` is the guest's only credential."""
+
+    throttle_scopes = ("guest_create", "guest_ip")
+
+    @extend_schema_serializer(component_name="GuestSessionCreate")
+    class InputSerializer(serializers.Serializer):
+        guest_name = fields.StrictCharField(required=False, allow_blank=True, max_length=MAX_GUEST_NAME_LENGTH)
+
+    @extend_schema_serializer(component_name="GuestSession")
+    class OutputSerializer(serializers.Serializer):
+        session_key = serializers.UUIDField()
+        created_at = serializers.DateTimeField()
+
+    @extend_schema(
+        operation_id="guest_sessions_create",
+        request=InputSerializer,
+        parameters=[*REQUEST_ID_HEADERS, *RATE_LIMIT_HEADERS],
+        responses={
+            201: envelope_serializer("GuestSessionCreated", OutputSerializer()),
+            **errors(400, 413, 415, 429, 500, 503),
+        },
+        description="The body is optional: none at all is fine.",
+    )
+    def post(self, request):
+        payload = self.InputSerializer(data=request.data)
+        payload.is_valid(raise_exception=True)
+        session = services.guest_session_create(guest_name=payload.validated_data.get("guest_name", ""))
+        data = {"session_key": str(session.session_key), "created_at": session.created_at}
+        return Response(envelope(request, success=True, message="Guest session created", data=data), status=201)
+
+
+class GuestMessagesApi(GuestView):
+    """Poll a guest session for new messages (GET), or send one as the guest (POST)."""
+
+    # GET and POST share a URL but not their limits; ApiView.initial reads
+    # throttle_scopes, so each request picks its method's before that.
+    POLL_SCOPES = ("guest_poll", "guest_ip")
+    SEND_SCOPES = ("guest_send", "guest_ip")
+    throttle_scopes = POLL_SCOPES
+
+    @extend_schema_serializer(component_name="GuestMessage")
+    class InputSerializer(serializers.Serializer):
+        content = ContentField()
+        id = client_id_field(required=False, help_text="Your id for the message: a retry with it stores nothing new")
+
+    @extend_schema_serializer(component_name="GuestPollMeta")
+    class PollMetaSerializer(serializers.Serializer):
+        last_message_id = serializers.IntegerField(help_text="The largest id in data, or the cursor sent")
+        has_more = serializers.BooleanField(help_text="More messages wait: poll again with last_message_id")
+
+    def initial(self, request, *args, **kwargs):
+        self.throttle_scopes = self.SEND_SCOPES if request.method == "POST" else self.POLL_SCOPES
+        super().initial(request, *args, **kwargs)
+
+    @extend_schema(
+        operation_id="guest_messages_poll",
+        parameters=[
+            SESSION_KEY_PARAMETER,
+            OpenApiParameter(
+                "last_message_id",
+                {"type": "integer", "format": "int64", "minimum": 0, "maximum": MAX_MESSAGE_ID},
+                OpenApiParameter.QUERY,
+                description="Return messages with id > this value (default 0)",
+            ),
+            *REQUEST_ID_HEADERS,
+            *RATE_LIMIT_HEADERS,
+        ],
+        responses={
+            200: envelope_serializer(
+                "GuestMessagesPolled", ChatMessageResourceSerializer(many=True), meta=PollMetaSerializer()
+            ),
+            **errors(400, 404, 429, 500, 503),
+        },
+        description="Messages with id > `last_message_id`, oldest first, at most 100.",
+    )
+    def get(self, request, session_key: str):
+        # The hot path: one query, plain dicts, no serializer on the way out.
+        key = parse_session_key(session_key)
+        cursor = parse_cursor(request)
+        messages, has_more = selectors.guest_messages_after(
+            session_key=key, after_id=cursor, limit=MAX_MESSAGES_PER_POLL
+        )
+        meta = {"last_message_id": messages[-1]["id"] if messages else cursor, "has_more": has_more}
+        return Response(envelope(request, success=True, message="Messages retrieved", data=messages, meta=meta))
+
+    @extend_schema(
+        operation_id="guest_messages_send",
+        request=InputSerializer,
+        parameters=[SESSION_KEY_PARAMETER, *REQUEST_ID_HEADERS, *RATE_LIMIT_HEADERS],
+        responses={
+            201: envelope_serializer("GuestMessageSent", ChatMessageResourceSerializer()),
+            **errors(400, 404, 413, 415, 429, 500, 503),
+        },
+        description="Send a message as the guest (role `user`). A retry with the same `id` stores nothing new.",
+    )
+    def post(self, request, session_key: str):
+        key = parse_session_key(session_key)
+        payload = self.InputSerializer(data=request.data)
+        payload.is_valid(raise_exception=True)
+        message = services.guest_message_send(
+            session_key=key, content=payload.validated_data["content"], message_id=payload.validated_data.get("id")
+        )
+        data = guest_message_to_wire(message)
+        return Response(envelope(request, success=True, message="Message sent", data=data), status=201)
+
+
+class GuestReplyApi(ApiView):
+    """Reply to a guest as staff (role `assistant`, you as its author)."""
+
+    permission_classes = [IsAdminUser]
+    # Staff replies count against the staff member's tier, not the guest limits.
+    throttle_scopes = ("user",)
+
+    @extend_schema_serializer(component_name="GuestReply")
+    class InputSerializer(serializers.Serializer):
+        content = ContentField()
+
+    @extend_schema(
+        operation_id="guest_replies_send",
+        request=InputSerializer,
+        parameters=[SESSION_KEY_PARAMETER, *REQUEST_ID_HEADERS, *RATE_LIMIT_HEADERS],
+        responses={
+            201: envelope_serializer("GuestReplySent", ChatMessageResourceSerializer()),
+            **errors(400, 401, 403, 404, 413, 415, 429, 500, 503),
+        },
+    )
+    def post(self, request, session_key: str):
+        key = parse_session_key(session_key)
+        payload = self.InputSerializer(data=request.data)
+        payload.is_valid(raise_exception=True)
+        message = services.guest_reply_send(
+            session_key=key, staff_user=request.user, content=payload.validated_data["content"]
+        )
+        data = guest_message_to_wire(message)
+        return Response(envelope(request, success=True, message="Reply sent", data=data), status=201)
