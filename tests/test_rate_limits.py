@@ -3,6 +3,7 @@
 import os
 import subprocess
 import sys
+import uuid
 from datetime import datetime
 from pathlib import Path
 
@@ -349,3 +350,100 @@ def test_each_limit_can_be_overridden_from_the_environment_and_a_bad_one_stops_t
     )
     assert outcome in result.stdout + result.stderr
     assert (result.returncode == 0) == (value == outcome)
+
+
+# The guest rows of the table, through the real guest URLs.
+
+GUEST_CREATE = "/api/v1/chat/guest/sessions"
+
+
+def guest_messages(key: str) -> str:
+    return f"/api/v1/chat/guest/{key}/messages"
+
+
+def new_guest_key(client) -> str:
+    response = client.generic("POST", GUEST_CREATE)
+    assert response.status_code == 201
+    return response.json()["data"]["session_key"]
+
+
+def test_guest_session_creation_is_10_an_hour_per_ip(db):
+    guest = ApiClient()
+    answers = [guest.generic("POST", GUEST_CREATE) for _ in range(10)]
+    assert [r.status_code for r in answers] == [201] * 10
+    assert answers[0].wsgi_request.rate_limit_scope == "guest_create"
+    assert [remaining(r) for r in answers] == list(range(9, -1, -1))
+
+    assert_429(guest.generic("POST", GUEST_CREATE), limit=10)
+    # Another address may still start one.
+    assert guest.generic("POST", GUEST_CREATE, REMOTE_ADDR="198.51.100.7").status_code == 201
+
+
+def test_guest_polling_is_60_a_minute_per_session_key(db):
+    guest = ApiClient()
+    key, other_key = new_guest_key(guest), new_guest_key(guest)
+    answers = [guest.get(guest_messages(key)) for _ in range(60)]
+    assert {r.status_code for r in answers} == {200}
+    assert [remaining(r) for r in answers] == list(range(59, -1, -1))
+    assert {r.wsgi_request.rate_limit_scope for r in answers} == {"guest_poll"}
+    assert answers[-1]["X-RateLimit-Reset"] == "2025-08-07T09:16:00.000Z"
+
+    refused = guest.get(guest_messages(key))
+    assert_429(refused, limit=60)
+    assert refused["Retry-After"] == "30"
+    assert guest.get(guest_messages(other_key)).status_code == 200
+
+
+def test_guest_sending_is_30_a_minute_per_session_key_apart_from_polling(db):
+    guest = ApiClient()
+    key = new_guest_key(guest)
+    answers = [guest.post_json(guest_messages(key), {"content": f"m{i}"}) for i in range(30)]
+    assert {r.status_code for r in answers} == {201}
+    assert answers[0].wsgi_request.rate_limit_scope == "guest_send"
+    assert_rate_headers(answers[-1], limit=30, left=0)
+
+    assert_429(guest.post_json(guest_messages(key), {"content": "one more"}), limit=30)
+    polled = guest.get(guest_messages(key))
+    assert polled.status_code == 200
+    assert_rate_headers(polled, limit=60, left=59)
+
+
+def test_every_guest_endpoint_together_is_limited_per_ip(db, limits):
+    limits(guest_ip="5/minute")
+    guest = ApiClient()
+    key = new_guest_key(guest)  # 1
+    guest.get(guest_messages(key))  # 2
+    guest.post_json(guest_messages(key), {"content": "hi"})  # 3
+    guest.get(guest_messages(str(uuid.uuid4())))  # 4: an unknown key counts too
+    last = guest.get(guest_messages(key))  # 5
+    assert last.status_code == 200
+    assert_rate_headers(last, limit=5, left=0)
+    assert last.wsgi_request.rate_limit_scope == "guest_ip"
+
+    for refused in (guest.get(guest_messages(key)), guest.generic("POST", GUEST_CREATE)):
+        assert refused.wsgi_request.rate_limit_scope == "guest_ip"
+        assert_429(refused, limit=5)
+
+
+def test_guest_errors_carry_the_headers(db):
+    guest = ApiClient()
+    key = new_guest_key(guest)
+    answers = {
+        400: guest.get(guest_messages(key), {"last_message_id": "x"}),
+        404: guest.get(guest_messages(str(uuid.uuid4()))),
+        405: guest.delete(guest_messages(key)),
+        415: guest.post(guest_messages(key), "hi", content_type="text/plain"),
+    }
+    assert {status: r.status_code for status, r in answers.items()} == {s: s for s in answers}
+    for response in answers.values():
+        assert all(header in response for header in RATE_HEADERS)
+        assert "Retry-After" not in response
+
+
+def test_staff_replies_spend_the_staff_members_tier_not_the_guest_limits(as_staff, limits):
+    limits(user__free="2/hour", guest_ip="1/minute")
+    key = new_guest_key(ApiClient(REMOTE_ADDR="198.51.100.9"))
+    replies = [as_staff.post_json(f"/api/v1/chat/guest/{key}/replies", {"content": "hi"}) for _ in range(3)]
+    assert [r.status_code for r in replies] == [201, 201, 429]
+    assert {r.wsgi_request.rate_limit_scope for r in replies} == {"user:free"}
+    assert replies[-1]["X-RateLimit-Limit"] == "2"
