@@ -39,6 +39,12 @@ lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
+# Django's deployment checklist with the environment you give it (README,
+# "Production environment"); fails on any warning. tests/test_deploy.py runs it
+# with the README's production environment on every test run.
+check-deploy: install
+	$(BIN)/python manage.py check --deploy --fail-level WARNING
+
 # The load benchmark against its baselines (README, "Benchmarks"): needs PostgreSQL
 # on 127.0.0.1:5432 (it makes the chat_bench database), Redis on 127.0.0.1:6379
 # (db 9, flushed) and wrk. Options: make bench BENCH_ARGS="--reps 1 --profile"

@@ -1,0 +1,70 @@
+"""gunicorn settings: `gunicorn -c gunicorn.conf.py chatsite.wsgi` (the Docker image's CMD).
+
+Every number can be set from the environment. Issue 6 benchmarks the worker
+class and counts and may change the defaults.
+"""
+
+import glob
+import os
+
+from prometheus_client import multiprocess
+
+
+def env_int(name: str, default: int) -> int:
+    return int(os.environ.get(name) or default)
+
+
+PORT = env_int("PORT", 8000)
+bind = os.environ.get("GUNICORN_BIND") or f"0.0.0.0:{PORT}"
+
+# Threads: a request mostly waits on PostgreSQL or Redis, so a thread pool per
+# process serves more at the same memory. Each thread keeps its own database
+# connection (DB_CONN_MAX_AGE): workers x threads must fit PostgreSQL's max_connections.
+worker_class = os.environ.get("GUNICORN_WORKER_CLASS") or "gthread"
+workers = env_int("GUNICORN_WORKERS", 3)
+threads = env_int("GUNICORN_THREADS", 4)
+
+# A request running longer than this is killed with its worker; on a restart or
+# SIGTERM, workers get graceful_timeout to finish what they are serving.
+timeout = env_int("GUNICORN_TIMEOUT", 30)
+graceful_timeout = env_int("GUNICORN_GRACEFUL_TIMEOUT", 30)
+# Seconds an idle keep-alive connection is held; keep it above the proxy's idle timeout.
+keepalive = env_int("GUNICORN_KEEPALIVE", 5)
+
+# Recycle workers now and then (a leak cannot grow forever); the jitter keeps
+# them from all restarting at once.
+max_requests = env_int("GUNICORN_MAX_REQUESTS", 1000)
+max_requests_jitter = env_int("GUNICORN_MAX_REQUESTS_JITTER", 100)
+
+# No access log: the app writes one JSON line per request (chat.observability),
+# with the route, user, rate-limit scope and trace id. gunicorn's own messages go to stderr.
+accesslog = None
+errorlog = "-"
+loglevel = os.environ.get("GUNICORN_LOG_LEVEL") or "info"
+
+# gunicorn's control socket (for `gunicornc`) is off unless a path is given: its
+# default lives in $HOME, which the image's user does not have, and two servers
+# on one machine would share it.
+control_socket_disable = not os.environ.get("GUNICORN_CONTROL_SOCKET")
+if not control_socket_disable:
+    control_socket = os.environ["GUNICORN_CONTROL_SOCKET"]
+
+# The workers' heartbeat files in memory: a container's /tmp may be a slow overlay.
+SHM = "/dev/shm"  # noqa: S108 (a fixed system directory, not a guessable temporary file)
+if os.path.isdir(SHM):
+    worker_tmp_dir = SHM
+
+
+def on_starting(server):
+    """Empty the Prometheus multiprocess directory: values of a previous run are not this one's."""
+    path = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if path:
+        os.makedirs(path, exist_ok=True)
+        for stale in glob.glob(os.path.join(path, "*.db")):
+            os.remove(stale)
+
+
+def child_exit(server, worker):
+    """A worker is gone: drop its live gauges from the merged metrics."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        multiprocess.mark_process_dead(worker.pid)
