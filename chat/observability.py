@@ -9,6 +9,7 @@ the logs.
 import logging
 import time
 
+from django.urls import Resolver404, resolve
 from django.utils.functional import SimpleLazyObject, empty
 
 from chat import metrics
@@ -19,9 +20,18 @@ GUEST_ROUTE_PREFIX = "api/v1/chat/guest/"
 
 
 def route_of(request) -> str | None:
-    """The URL pattern the request matched (`api/chat/sessions/<str:session_id>`), or None."""
+    """The URL pattern of the request (`api/chat/sessions/<str:session_id>`), or None if none matches.
+
+    A response made by middleware before the URL was resolved (a 413, an https
+    redirect) has no resolver_match: the path is resolved here instead.
+    """
     match = getattr(request, "resolver_match", None)
-    return match.route if match is not None else None
+    if match is None:
+        try:
+            match = resolve(request.path_info)
+        except Resolver404:
+            return None
+    return match.route
 
 
 def caller_of(request, route: str | None) -> str:

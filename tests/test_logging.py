@@ -60,6 +60,13 @@ def test_the_route_is_the_url_pattern_not_the_path(as_alice, log_lines):
     assert "private-session-name" not in log_lines.text()
 
 
+def test_a_response_made_before_routing_is_logged_with_its_route(as_alice, log_lines):
+    response = as_alice.post(URL, b"x" * 2_000_000, content_type="application/json")
+    assert response.status_code == 413
+    (line,) = request_lines(log_lines())
+    assert (line["route"], line["status"], line["user"]) == ("api/chat/messages", 413, "anonymous")
+
+
 def test_callers_without_credentials_are_anonymous(anon, log_lines):
     anon.get("/api/chat/sessions")
     anon.get("/healthz")
