@@ -4,12 +4,18 @@ No full counts (the paginator counts at most COUNT_CAP rows), no giant dropdowns
 (raw id widgets), no N+1 (owners are joined in the list query).
 """
 
-from django.contrib import admin
+from django import forms
+from django.contrib import admin, messages
+from django.contrib.admin.utils import quote, unquote
+from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
-from django.urls import reverse
+from django.http import Http404, HttpResponseNotAllowed, HttpResponseRedirect
+from django.urls import path, reverse
 from django.utils.functional import cached_property
 from django.utils.html import format_html, format_html_join
 
+from chat import services
+from chat.errors import ApiError
 from chat.models import ChatMessage, ChatSession
 
 COUNT_CAP = 10_000
@@ -71,6 +77,7 @@ class ChatSessionAdmin(admin.ModelAdmin):
         "created_at",
         "updated_at",
         "recent_messages",
+        "reply_as_staff",
     )
     fields = ("id", "user", "guest_name", "title", *readonly_fields[1:])
 
@@ -114,6 +121,61 @@ class ChatSessionAdmin(admin.ModelAdmin):
     def has_add_permission(self, request) -> bool:
         # Sessions are made by their owners through the API.
         return False
+
+    # Replying to a guest: a box on the guest session's page whose button posts the
+    # page's form (and its CSRF token) to reply_view, which only reads the reply.
+
+    @admin.display(description="reply as staff")
+    def reply_as_staff(self, obj: ChatSession) -> str:
+        if obj is None or not obj.is_guest:
+            return "Only guest sessions take staff replies."
+        return format_html(
+            "<textarea name='reply_content' rows='4' cols='80' maxlength='{}'></textarea><br>"
+            "<button type='submit' formaction='{}' class='button'>Send reply</button>",
+            services.GUEST_MESSAGE_MAX_LENGTH,
+            reverse("admin:chat_chatsession_reply", args=[quote(obj.pk)]),
+        )
+
+    def get_urls(self):
+        reply = path(
+            "<path:object_id>/reply/",
+            self.admin_site.admin_view(self.reply_view),
+            name="chat_chatsession_reply",
+        )
+        return [reply, *super().get_urls()]
+
+    def reply_view(self, request, object_id: str):
+        """Send the page's reply to the guest through the service every write uses."""
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        session = self.get_object(request, unquote(object_id))
+        if session is None:
+            raise Http404("No such session")
+        if not self.has_change_permission(request, session):
+            raise PermissionDenied
+        form = StaffReplyForm(request.POST)
+        if not form.is_valid():
+            messages.error(request, f"Reply not sent: {' '.join(form.errors['reply_content'])}")
+        else:
+            try:
+                services.guest_reply_send(
+                    session_key=session.session_key, staff_user=request.user, content=form.cleaned_data["reply_content"]
+                )
+            except ApiError as exc:
+                messages.error(request, f"Reply not sent: {exc.message}")
+            else:
+                messages.success(request, "Reply sent to the guest.")
+        return HttpResponseRedirect(reverse("admin:chat_chatsession_change", args=[quote(session.pk)]))
+
+
+class StaffReplyForm(forms.Form):
+    reply_content = forms.CharField(max_length=services.GUEST_MESSAGE_MAX_LENGTH, strip=False)
+
+    def clean_reply_content(self) -> str:
+        content = self.cleaned_data["reply_content"]
+        if not content.strip():
+            raise forms.ValidationError("Write something first.")
+        return content
 
 
 @admin.register(ChatMessage)

@@ -212,6 +212,9 @@ def session_delete(*, user, session_id: str) -> None:
 # Guest live chat. A guest session has no owner; its session_key is the guest's
 # only credential, so a key of an owned session is treated as unknown.
 
+# The longest guest message or staff reply, in characters.
+GUEST_MESSAGE_MAX_LENGTH = 2000
+
 
 def guest_session_create(*, guest_name: str = "") -> ChatSession:
     """A new guest session; its id and key are made here."""

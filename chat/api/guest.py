@@ -26,7 +26,7 @@ from chat.models import ContentType, Role
 from chat.selectors import guest_message_to_wire
 
 MAX_MESSAGES_PER_POLL = 100
-MAX_CONTENT_LENGTH = 2000
+MAX_CONTENT_LENGTH = services.GUEST_MESSAGE_MAX_LENGTH
 MAX_GUEST_NAME_LENGTH = 100
 # PostgreSQL's bigint, the type of the message id.
 MAX_MESSAGE_ID = 2**63 - 1
