@@ -1,6 +1,7 @@
 """The limiter against real processes: gunicorn workers sharing Redis, and a Redis that goes away."""
 
 import http.client
+import json
 import logging
 import os
 import shutil
@@ -73,9 +74,14 @@ def shared_database_url() -> str:
     return f"postgres://{credentials}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{quote(db['NAME'], safe='')}"
 
 
-@pytest.fixture
-def gunicorn(tmp_path):
-    """Three gunicorn workers on a free port, on the test database and the test Redis."""
+@pytest.fixture(scope="module")
+def gunicorn(django_db_setup, tmp_path_factory):
+    """Three gunicorn workers on a free port, on the test database and the test Redis.
+
+    One server for the module: starting one costs seconds. It runs the project's
+    gunicorn.conf.py (picked up from the working directory), as production does.
+    """
+    tmp_path = tmp_path_factory.mktemp("gunicorn")
     port = free_port()
     env = {
         **os.environ,
@@ -107,7 +113,8 @@ def gunicorn(tmp_path):
         wait_for(answers, timeout=20, what=f"gunicorn answering (log: {log})")
         yield port
     finally:
-        process.terminate()  # its connections to the test database must close before pytest drops it
+        # Quick shutdown: its database connections must close before pytest drops the database.
+        process.send_signal(signal.SIGINT)
         try:
             process.wait(timeout=10)
         except subprocess.TimeoutExpired:
@@ -134,6 +141,23 @@ def test_three_workers_together_admit_exactly_the_free_tier_limit(gunicorn, alic
     assert sorted(int(h["X-RateLimit-Remaining"]) for status, h in answers if status == 200) == list(range(100))
     assert {h["X-RateLimit-Remaining"] for status, h in answers if status == 429} == {"0"}
     assert all(int(h["Retry-After"]) >= 1 for status, h in answers if status == 429)
+
+
+@pytest.mark.server
+@pytest.mark.redis
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_three_workers_together_admit_exactly_the_guest_poll_limit(gunicorn):
+    status, _, body = call(gunicorn, "POST", "/api/v1/chat/guest/sessions")
+    assert status == 201
+    key = json.loads(body)["data"]["session_key"]
+
+    outside_a_window_edge(60)
+    answers = fire(gunicorn, 90, f"/api/v1/chat/guest/{key}/messages", {})
+
+    assert Counter(status for status, _ in answers) == {200: 60, 429: 30}
+    assert sorted(int(h["X-RateLimit-Remaining"]) for status, h in answers if status == 200) == list(range(60))
+    assert {h["X-RateLimit-Limit"] for _, h in answers} == {"60"}
 
 
 # A Redis of the test's own, which the test can kill.
