@@ -141,3 +141,19 @@ def test_a_server_error_logs_the_route_but_never_the_body_or_path(as_alice, monk
     assert {line["trace_id"] for line in lines} == {response["X-Request-ID"]}
     text = log_lines.text()
     assert content not in text and as_alice.defaults["HTTP_AUTHORIZATION"].split()[1] not in text
+
+
+def test_guest_requests_are_logged_as_guest_without_their_session_key(anon, log_lines):
+    key = anon.post_json("/api/v1/chat/guest/sessions").json()["data"]["session_key"]
+    anon.post_json(f"/api/v1/chat/guest/{key}/messages", {"content": "guest-secret-content-0d4e"})
+    anon.get(f"/api/v1/chat/guest/{key}/messages")
+    route = "api/v1/chat/guest/<str:session_key>/messages"
+    assert [
+        (line["route"], line["status"], line["user"], line["rate_limit_scope"]) for line in request_lines(log_lines())
+    ] == [
+        ("api/v1/chat/guest/sessions", 201, "guest", "guest_create"),
+        (route, 201, "guest", "guest_send"),
+        (route, 200, "guest", "guest_poll"),
+    ]
+    text = log_lines.text()
+    assert key not in text and key.replace("-", "") not in text and "guest-secret-content-0d4e" not in text

@@ -141,3 +141,22 @@ def test_limiter_failures_are_counted_by_mode(as_alice, settings):
         assert as_alice.get("/api/chat/sessions").status_code == 503
     assert sample("chat_rate_limiter_failures_total", mode="open") == opened + 1
     assert sample("chat_rate_limiter_failures_total", mode="closed") == closed + 1
+
+
+def test_guest_polls_through_the_real_endpoint_are_counted(db):
+    empty = sample("chat_guest_polls_total", outcome="empty")
+    with_messages = sample("chat_guest_polls_total", outcome="messages")
+    returned = sample("chat_guest_poll_messages_total")
+    guest = ApiClient()
+    key = guest.post_json("/api/v1/chat/guest/sessions").json()["data"]["session_key"]
+    poll = f"/api/v1/chat/guest/{key}/messages"
+
+    assert guest.get(poll).status_code == 200
+    guest.post_json(poll, {"content": "one"})
+    guest.post_json(poll, {"content": "two"})
+    assert len(guest.get(poll).json()["data"]) == 2
+    assert guest.get(poll, {"last_message_id": "999999999"}).json()["data"] == []
+
+    assert sample("chat_guest_polls_total", outcome="empty") == empty + 2
+    assert sample("chat_guest_polls_total", outcome="messages") == with_messages + 1
+    assert sample("chat_guest_poll_messages_total") == returned + 2

@@ -15,7 +15,7 @@ from rest_framework import serializers
 from rest_framework.permissions import AllowAny, IsAdminUser
 from rest_framework.response import Response
 
-from chat import selectors, services
+from chat import metrics, selectors, services
 from chat.api import fields
 from chat.api.base import ApiView
 from chat.api.messages import client_id_field
@@ -179,6 +179,7 @@ class GuestMessagesApi(GuestView):
             session_key=key, after_id=cursor, limit=MAX_MESSAGES_PER_POLL
         )
         meta = {"last_message_id": messages[-1]["id"] if messages else cursor, "has_more": has_more}
+        metrics.observe_guest_poll(len(messages))
         return Response(envelope(request, success=True, message="Messages retrieved", data=messages, meta=meta))
 
     @extend_schema(
