@@ -234,11 +234,13 @@ def test_a_dead_redis_fails_open_served_logged_once_and_signalled(own_redis, ali
     own_redis.wait()
     with caplog.at_level(logging.ERROR, logger="chat.throttles"):
         answers, elapsed = timed(lambda: [client.get(SESSIONS) for _ in range(3)])
+        unauthenticated = ApiClient("0123456789abcdef").get(SESSIONS)
 
     assert [r.status_code for r in answers] == [200, 200, 200]
     assert not any("X-RateLimit-Limit" in r for r in answers)
     assert elapsed < 2
-    assert len(limiter_failures) == 3
+    assert unauthenticated.status_code == 401  # the anonymous path fails open too
+    assert len(limiter_failures) == 4
     assert {fail_open for _, _, fail_open in limiter_failures} == {True}
     assert len(limiter_errors(caplog)) == 1  # once per interval, not once per request
     assert "failing open" in limiter_errors(caplog)[0].getMessage()
