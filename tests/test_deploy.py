@@ -12,12 +12,14 @@ still say exactly those commands:
 - the Prometheus multiprocess mode of two workers, and the gunicorn hooks.
 """
 
+import http.client
 import json
 import os
 import re
 import runpy
 import secrets
 import shlex
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -33,8 +35,6 @@ import yaml
 from django.db import connection
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.test_rate_limit_server import call, free_port, wait_for
-
 BASE_DIR = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 README = BASE_DIR / "README.md"
@@ -48,6 +48,32 @@ HEALTHCHECK_SNIPPET = (
     "import os, urllib.request; urllib.request.urlopen("
     "'http://127.0.0.1:%s/healthz' % os.environ.get('PORT', '8000'), timeout=3)"
 )
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def call(port: int, method: str, path: str, headers: dict | None = None) -> tuple[int, dict, bytes]:
+    """(status, headers, body) of one request on a connection of its own."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        conn.request(method, path, headers=headers or {})
+        response = conn.getresponse()
+        return response.status, dict(response.getheaders()), response.read()
+    finally:
+        conn.close()
+
+
+def wait_for(condition, *, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"{what} did not happen within {timeout} s")
 
 
 def local(cmd: list[str]) -> list[str]:
