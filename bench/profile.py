@@ -2,8 +2,8 @@
 
 `make bench BENCH_ARGS=--profile` (after the measured runs, so the sampling never
 touches a reported figure). Idle samples are kept, so waiting on PostgreSQL or
-Redis shows up as time in the socket read of the driver that waits; a worker
-waiting for its next connection is left out. For each case the report gives the
+Redis shows up as time in the driver that waits; only samples inside gunicorn's
+handle_request count (a worker or thread waiting for its next request is left out). For each case the report gives the
 share of samples per layer (by file) and the heaviest functions, self and
 inclusive; the collapsed stacks are written to bench/results/profile-<case>.txt
 for a flame graph (e.g. speedscope or flamegraph.pl).
@@ -31,8 +31,9 @@ LAYERS = (
     ("orjson", ("orjson",)),
     ("python stdlib", ("/lib/python3",)),
 )
-# A worker between requests: not a request's time.
-IDLE_MARKERS = ("wait_for_readable", "accept (socket.py", "select (selectors.py", "poll (selectors.py")
+# A sample belongs to a request when its stack passes through gunicorn's handle_request
+# (sync and gthread workers alike); anything else is a worker between requests.
+REQUEST_FRAME = "handle_request ("
 
 
 def layer(frame: str) -> str:
@@ -54,8 +55,7 @@ def parse(path: Path) -> list[tuple[list[str], int]]:
 
 
 def is_idle(frames: list[str]) -> bool:
-    leaf = ";".join(frames[-3:])
-    return any(marker in leaf for marker in IDLE_MARKERS) and not any("handle_request" in f for f in frames)
+    return not any(frame.startswith(REQUEST_FRAME) and "gunicorn" in frame for frame in frames)
 
 
 def summarize(stacks: list[tuple[list[str], int]], top: int = 15) -> dict:
@@ -100,6 +100,7 @@ def profile_cases(server, wrk, cases: dict, tmp: Path, results_dir: Path, second
                 str(server.process.pid),
                 "--subprocesses",
                 "--idle",
+                "--full-filenames",
                 "--rate",
                 "250",
                 "--format",

@@ -23,6 +23,7 @@ import http.client
 import json
 import os
 import platform
+import runpy
 import secrets
 import shutil
 import signal
@@ -98,7 +99,7 @@ def redis_flush(url: str) -> None:
     redis.Redis.from_url(url, socket_timeout=5).flushdb()
 
 
-def service_env(*, redis_url: str, metrics_dir: Path) -> dict[str, str]:
+def service_env(*, redis_url: str, metrics_dir: Path, experiments: str = "") -> dict[str, str]:
     env = {key: value for key, value in os.environ.items() if not key.startswith(("RATE_LIMIT_", "DJANGO_"))}
     env.update(RATE_LIMIT_ENV)
     env.update(
@@ -112,6 +113,7 @@ def service_env(*, redis_url: str, metrics_dir: Path) -> dict[str, str]:
             "RATE_LIMIT_ENABLED": "true",
             "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
             "PYTHONDONTWRITEBYTECODE": "1",
+            "BENCH_EXPERIMENTS": experiments,
         }
     )
     return env
@@ -141,6 +143,24 @@ class ServerConfig:
         if self.threads:
             cmd += ["--threads", str(self.threads)]
         return [*cmd, "--bind", f"{HOST}:{port}", "chatsite.wsgi:application"]
+
+    def effective(self, env: dict[str, str]) -> dict:
+        """The worker settings gunicorn will run with: the config file under `env`, then our overrides."""
+        conf = ROOT / "gunicorn.conf.py"
+        values = {"worker_class": "sync", "workers": 3, "threads": 1, "max_requests": 0}
+        if conf.exists():
+            saved = dict(os.environ)
+            os.environ.update(env)
+            try:
+                loaded = runpy.run_path(str(conf))
+            finally:
+                os.environ.clear()
+                os.environ.update(saved)
+            values.update({key: loaded[key] for key in values if key in loaded})
+        overrides = {"worker_class": self.worker_class, "workers": self.workers, "threads": self.threads}
+        values.update({key: value for key, value in overrides.items() if value})
+        values["gunicorn_env"] = {key: value for key, value in env.items() if key.startswith("GUNICORN_")}
+        return values
 
 
 class Server:
@@ -175,6 +195,23 @@ class Server:
             time.sleep(0.2)
         self.stop()
         raise RuntimeError(f"gunicorn did not answer within 60 s; see {self.log_path}")
+
+    def log_size(self) -> int:
+        return self.log_path.stat().st_size if self.log_path.exists() else 0
+
+    def logged_durations(self, offset: int) -> list[float]:
+        """duration_ms of the request-log lines written since `offset`."""
+        durations = []
+        with open(self.log_path, "rb") as log_file:
+            log_file.seek(offset)
+            for line in log_file:
+                if b'"duration_ms"' not in line:
+                    continue
+                try:
+                    durations.append(float(orjson.loads(line)["duration_ms"]))
+                except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+                    continue
+        return durations
 
     def worker_pids(self) -> list[int]:
         if self.process is None:
@@ -335,6 +372,7 @@ class Wrk:
             if name != "Content-Type":
                 cmd += ["-H", f"{name}: {value}"]
         cmd += [self.server.base + case.path, "--", f"{self.nonce}r{self.runs}", str(POST_SESSIONS)]
+        log_start = self.server.log_size()
         result = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 60, check=False)
         lines = [line for line in result.stdout.splitlines() if line.startswith("BENCH_JSON ")]
         if result.returncode != 0 or not lines:
@@ -345,6 +383,10 @@ class Wrk:
             figures[k] for k in ("connect_errors", "read_errors", "write_errors", "status_errors", "timeouts")
         )
         figures["connections"], figures["threads"] = connections, threads
+        # The app's own measure (the request log's duration_ms: middleware to view and back,
+        # without gunicorn's parsing and writing), over the requests of this run.
+        durations = self.server.logged_durations(log_start)
+        figures["server_p50_ms"] = statistics.median(durations) if durations else None
         return figures
 
 
@@ -362,8 +404,10 @@ def summarize(runs: list[dict]) -> dict:
 
 
 def summarize_single(runs: list[dict]) -> dict:
+    server = [r["server_p50_ms"] for r in runs if r.get("server_p50_ms") is not None]
     return {
         "p50_ms": statistics.median(r["p50_us"] for r in runs) / 1000,
+        "server_p50_ms": statistics.median(server) if server else None,
         "p50_min_ms": min(r["p50_us"] for r in runs) / 1000,
         "p50_max_ms": max(r["p50_us"] for r in runs) / 1000,
         "rps_median": statistics.median(r["rps"] for r in runs),
@@ -376,13 +420,14 @@ def summarize_single(runs: list[dict]) -> dict:
 
 
 def count_round_trips(
-    cases: dict[str, Case], config: ServerConfig, tmp: Path, requests_per_case: int
+    cases: dict[str, Case], config: ServerConfig, tmp: Path, requests_per_case: int, experiments: str
 ) -> dict[str, dict]:
     """Redis round trips per request of each case, through the counting proxy."""
     proxy = RoundTripProxy().start()
     host_db = REDIS_URL.rsplit("/", 1)
     proxy_url = f"redis://{HOST}:{proxy.port}/{host_db[1]}"
-    server = Server(config, service_env(redis_url=proxy_url, metrics_dir=tmp / "metrics-rt"), tmp / "server-rt.log")
+    env = service_env(redis_url=proxy_url, metrics_dir=tmp / "metrics-rt", experiments=experiments)
+    server = Server(config, env, tmp / "server-rt.log")
     (tmp / "metrics-rt").mkdir()
     out = {}
     try:
@@ -436,8 +481,10 @@ def targets(results: dict) -> list[dict]:
     for name, limit in (("poll-10", 0.25), ("poll-empty", 0.30), ("post-pair", 0.10)):
         value = ratio(cases.get(name, {}).get("load", {}).get("rps_median"), bare)
         add(f"{name} req/s ÷ bare", value, limit, at_least=True)
-    history = cases.get("history-1000", {}).get("single", {}).get("p50_ms")
-    add("history-1000 c1 p50 ÷ floor", ratio(history, results["floor"]["median_ms"]), 2.0, at_least=False)
+    history = cases.get("history-1000", {}).get("single", {})
+    floor_ms = results["floor"]["median_ms"]
+    add("history-1000 c1 p50 (wrk) ÷ floor", ratio(history.get("p50_ms"), floor_ms), 2.0, at_least=False)
+    add("history-1000 c1 p50 (app log) ÷ floor", ratio(history.get("server_p50_ms"), floor_ms), 2.0, at_least=False)
     scale = results.get("scale", {})
     add("poll-10 c1 p50 at 1M ÷ at 10k", scale.get("ratio"), 1.2, at_least=False)
     add("max worker RSS (MB)", results.get("rss", {}).get("max_mb"), 100, at_least=False, unit="MB")
@@ -456,20 +503,20 @@ def table(results: dict) -> str:
     bare = cases.get("bare", {}).get("load", {})
     bare_single = cases.get("bare", {}).get("single", {})
     head = (
-        "| case | req/s median (min-max) | x bare | p50 ms | p99 ms | c1 p50 ms | c1 p50 x bare |\n"
-        "| --- | --- | --- | --- | --- | --- | --- |"
+        "| case | req/s median (min-max) | x bare | p50 ms | p99 ms | c1 p50 ms | c1 p50 x bare | c1 app p50 ms |\n"
+        "| --- | --- | --- | --- | --- | --- | --- | --- |"
     )
     lines = [head]
     for name in ("bare", "poll-empty", "poll-10", "history-1000", "post-pair"):
         if name not in cases:
-            lines.append(f"| {name} | not run: {results.get('skipped', {}).get(name, 'n/a')} | | | | | |")
+            lines.append(f"| {name} | not run: {results.get('skipped', {}).get(name, 'n/a')} | | | | | | |")
             continue
         load, single = cases[name]["load"], cases[name]["single"]
         lines.append(
             f"| {name} | {load['rps_median']:.0f} ({load['rps_min']:.0f}-{load['rps_max']:.0f}) "
             f"| {fmt(ratio(load['rps_median'], bare.get('rps_median')))} "
             f"| {load['p50_ms']:.2f} | {load['p99_ms']:.2f} | {single['p50_ms']:.2f} "
-            f"| {fmt(ratio(single['p50_ms'], bare_single.get('p50_ms')), 1)} |"
+            f"| {fmt(ratio(single['p50_ms'], bare_single.get('p50_ms')), 1)} | {fmt(single.get('server_p50_ms'))} |"
         )
     fl = results["floor"]
     lines.append(
@@ -502,6 +549,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cases", default="bare,poll-empty,poll-10,history-1000,post-pair")
     parser.add_argument("--round-trip-requests", type=int, default=200)
     parser.add_argument("--profile", action="store_true", help="also sample each case with py-spy (slower)")
+    parser.add_argument("--experiments", default="", help="proposed app changes to apply (bench/experiments.py)")
     parser.add_argument("--output", default=str(RESULTS / "latest.json"))
     args = parser.parse_args(argv)
 
@@ -527,7 +575,8 @@ def main(argv: list[str] | None = None) -> int:
     }
     tmp = Path(tempfile.mkdtemp(prefix="chat-bench-"))
     (tmp / "metrics").mkdir()
-    env = service_env(redis_url=REDIS_URL, metrics_dir=tmp / "metrics")
+    env = service_env(redis_url=REDIS_URL, metrics_dir=tmp / "metrics", experiments=args.experiments)
+    results["experiments"] = [name for name in args.experiments.split(",") if name]
     server = Server(config, env, tmp / "server.log")
     try:
         log(f"seeding {args.total:,} messages into {DATABASE_URL.rsplit('/', 1)[1]} ...")
@@ -536,8 +585,12 @@ def main(argv: list[str] | None = None) -> int:
         results["seed"] = {"messages": args.total, "seconds": round(time.monotonic() - t, 1)}
         redis_flush(REDIS_URL)
         server.start()
-        results["server"] = {"command": " ".join(server.command[1:]), "workers": len(server.worker_pids())}
-        log(f"gunicorn: {results['server']['command']} ({results['server']['workers']} workers)")
+        results["server"] = {
+            "command": " ".join(server.command[1:]),
+            "worker_processes": len(server.worker_pids()),
+            **config.effective(env),
+        }
+        log(f"gunicorn: {results['server']['command']} {results['server']}")
 
         all_cases = make_cases(seeded)
         cases: dict[str, Case] = {}
@@ -630,7 +683,7 @@ def main(argv: list[str] | None = None) -> int:
         results["server_log_errors"] = count_error_lines(tmp / "server.log")
 
         log("counting Redis round trips per request through a proxy ...")
-        results["redis_round_trips"] = count_round_trips(cases, config, tmp, args.round_trip_requests)
+        results["redis_round_trips"] = count_round_trips(cases, config, tmp, args.round_trip_requests, args.experiments)
         for name, v in results["redis_round_trips"].items():
             log(f"  {name:13} {v['per_request']:.2f} round trips/request {v['commands']}")
     finally:

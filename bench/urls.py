@@ -6,7 +6,11 @@ Mounted only by bench.settings; chatsite.urls never includes it.
 from django.http import HttpRequest, JsonResponse
 from django.urls import include, path
 
+from bench import experiments
 from chatsite.urls import handler400, handler403, handler404, handler500  # noqa: F401 (Django looks them up here)
+
+# Off unless BENCH_EXPERIMENTS names some (bench/experiments.py): proposed app changes, measured.
+APPLIED_EXPERIMENTS = experiments.apply()
 
 BARE_BODY = {"success": True, "message": "ok", "data": None}
 

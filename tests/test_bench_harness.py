@@ -18,7 +18,9 @@ from bench import profile, redis_proxy
 BENCH = Path(__file__).resolve().parent.parent / "bench"
 
 
-@pytest.mark.parametrize("module", ["bench.run", "bench.seed", "bench.floor", "bench.profile", "bench.urls"])
+@pytest.mark.parametrize(
+    "module", ["bench.run", "bench.seed", "bench.floor", "bench.profile", "bench.urls", "bench.experiments"]
+)
 def test_bench_modules_import(module):
     importlib.import_module(module)
 
@@ -91,8 +93,8 @@ def test_the_redis_proxy_counts_a_pipeline_as_one_round_trip():
 
 def test_the_profile_summary_sorts_samples_into_layers():
     stacks = [
-        (["handle (/venv/gunicorn/workers/sync.py:1)", "get (/app/chat/api/messages.py:9)"], 3),
-        (["handle (/venv/gunicorn/workers/sync.py:1)", "execute (/venv/psycopg/cursor.py:5)"], 1),
+        (["handle_request (/venv/gunicorn/workers/sync.py:1)", "get (/app/chat/api/messages.py:9)"], 3),
+        (["handle_request (/venv/gunicorn/workers/gthread.py:1)", "execute (/venv/psycopg/cursor.py:5)"], 1),
         (["run (/venv/gunicorn/arbiter.py:1)", "wait_for_readable (/venv/gunicorn/workers/sync.py:2)"], 50),
     ]
 
@@ -101,3 +103,11 @@ def test_the_profile_summary_sorts_samples_into_layers():
     assert summary["samples"] == 4
     assert summary["idle_samples_left_out"] == 50
     assert dict(summary["by_layer_pct"]) == {"chat (our code)": 75.0, "psycopg": 25.0}
+
+
+def test_no_experiment_is_applied_unless_named():
+    from bench import experiments
+
+    assert experiments.apply("") == []
+    with pytest.raises(ValueError, match="unknown experiment"):
+        experiments.apply("no-such-change")
