@@ -159,7 +159,10 @@ class ChatSessionAdmin(admin.ModelAdmin):
         else:
             try:
                 services.guest_reply_send(
-                    session_key=session.session_key, staff_user=request.user, content=form.cleaned_data["reply_content"]
+                    session_key=session.session_key,
+                    staff_user=request.user,
+                    content=form.cleaned_data["reply_content"],
+                    source="admin",
                 )
             except ApiError as exc:
                 messages.error(request, f"Reply not sent: {exc.message}")

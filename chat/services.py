@@ -10,6 +10,7 @@ rules that make the data trustworthy live in one place:
   grow with the length of the session.
 """
 
+import functools
 import uuid
 from collections.abc import Sequence
 from datetime import datetime
@@ -19,6 +20,7 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
+from chat import metrics
 from chat.errors import Forbidden, NotFound
 from chat.models import DEFAULT_TITLE, ChatMessage, ChatSession, Role
 
@@ -98,6 +100,7 @@ def session_messages_write(
     session: ChatSession,
     messages: Sequence[dict[str, Any]],
     now: datetime,
+    source: str,
     title: str | None = None,
     author=None,
 ) -> list[ChatMessage]:
@@ -166,6 +169,8 @@ def session_messages_write(
     if title is not None:
         stats["title"] = title
     ChatSession.objects.filter(pk=session.pk).update(**stats)
+    # Counted once the transaction commits: a rolled-back save saved nothing.
+    transaction.on_commit(functools.partial(metrics.observe_messages_saved, source, len(rows)))
     return rows
 
 
@@ -195,7 +200,7 @@ def messages_save(
         new_title = None
         if session_title and session_title.strip() and session_title.strip() != session.title:
             new_title = session_title.strip()
-        return session_messages_write(session=session, messages=messages, now=now, title=new_title)
+        return session_messages_write(session=session, messages=messages, now=now, title=new_title, source="api")
 
 
 def session_delete(*, user, session_id: str) -> None:
@@ -257,12 +262,16 @@ def guest_message_send(*, session_key: uuid.UUID, content: str, message_id: str 
             messages=[{"message_id": message_id or new_message_id(), "role": Role.USER, "content": content}],
             now=now,
             title=title,
+            source="guest",
         )
         return message
 
 
-def guest_reply_send(*, session_key: uuid.UUID, staff_user, content: str) -> ChatMessage:
-    """Store a staff member's reply to a guest (role assistant, author set)."""
+def guest_reply_send(*, session_key: uuid.UUID, staff_user, content: str, source: str = "staff") -> ChatMessage:
+    """Store a staff member's reply to a guest (role assistant, author set).
+
+    `source` says where it was written, for the metrics: "staff" (the API) or "admin".
+    """
     if not (staff_user.is_active and staff_user.is_staff):
         raise Forbidden("Only staff can reply to guests")
     now = timezone.now()
@@ -273,5 +282,6 @@ def guest_reply_send(*, session_key: uuid.UUID, staff_user, content: str) -> Cha
             messages=[{"message_id": new_message_id(), "role": Role.ASSISTANT, "content": content}],
             now=now,
             author=staff_user,
+            source=source,
         )
         return message
