@@ -1,10 +1,12 @@
 """Every read of sessions and messages."""
 
+import functools
+import uuid
 from typing import Any
 
 import orjson
 from django.db import connection
-from django.db.models import FilteredRelation, Q, QuerySet
+from django.db.models import FilteredRelation, Q, QuerySet, Subquery
 from psycopg.types.datetime import TimestamptzLoader
 
 from chat.errors import Forbidden, NotFound
@@ -104,20 +106,68 @@ def guest_message_to_wire(message) -> dict[str, Any]:
     return {key: getattr(message, column) for key, column in GUEST_MESSAGE_FIELDS.items()}
 
 
-def guest_messages_after(*, session_key, after_id: int, limit: int) -> tuple[list[dict[str, Any]], bool]:
-    """A guest session's messages with id > `after_id`, oldest first, at most `limit`; and whether more wait.
+def _guest_poll_queryset(*, session_key, after_id: int, limit: int) -> QuerySet:
+    """The guest session LEFT JOINed to its messages with id > `after_id`, `limit` + 1 of them by id.
 
-    One query: the guest session LEFT JOINed to its messages newer than the cursor
-    (the condition sits in the join, so a session with nothing new is still one row
-    of NULLs, and an unknown key — or one of an owned session — is no row at all),
-    through the (session, id) index, `limit` + 1 rows to tell whether more wait.
+    The condition sits in the join, so a session with nothing new is still one row
+    of NULLs, and an unknown key (or one of an owned session) is no row at all. The
+    join also pins the messages to the session id found by an uncorrelated subquery
+    (PostgreSQL: an InitPlan, run once), so whichever join the planner picks, it
+    reads a range of the (session, id) index: without it, skewed statistics made it
+    hash-join every message with id > cursor (3.4 ms instead of 0.1 ms on 22,000
+    rows). The cost grows with the number of new messages of this session, not with
+    the table.
     """
-    rows = _fetch(
-        ChatSession.objects.filter(session_key=session_key, user__isnull=True)
-        .annotate(new=FilteredRelation("messages", condition=Q(messages__id__gt=after_id)))
+    guest = ChatSession.objects.filter(session_key=session_key, user__isnull=True)
+    newer = Q(messages__session_id=Subquery(guest.values("pk")), messages__id__gt=after_id)
+    return (
+        guest.annotate(new=FilteredRelation("messages", condition=newer))
         .values_list(*(f"new__{column}" for column in GUEST_MESSAGE_FIELDS.values()))
         .order_by("new__id")[: limit + 1]
     )
+
+
+# Stand-ins for the two parameters, to find their places in the compiled SQL.
+_KEY_PLACEHOLDER = uuid.UUID("00000000-0000-4000-8000-00000000c0de")
+_AFTER_PLACEHOLDER = -7_000_000_000_000_000_000
+
+
+@functools.lru_cache(maxsize=4)
+def _guest_poll_sql(limit: int) -> tuple[str, tuple[str, ...]]:
+    """The poll's SQL on PostgreSQL, compiled once from _guest_poll_queryset, and the order of its parameters.
+
+    Compiling a FilteredRelation query costs more than PostgreSQL takes to run it
+    (measured: ~2 ms against ~0.7 ms), and the text is the same for every poll.
+    """
+    sql, params = _guest_poll_queryset(
+        session_key=_KEY_PLACEHOLDER, after_id=_AFTER_PLACEHOLDER, limit=limit
+    ).query.sql_with_params()
+    roles = []
+    for param in params:
+        if param == _KEY_PLACEHOLDER:
+            roles.append("session_key")
+        elif param == _AFTER_PLACEHOLDER:
+            roles.append("after_id")
+        else:  # a Django upgrade compiled it differently: fail loudly, not wrongly
+            raise AssertionError(f"unexpected parameter {param!r} in the guest poll's SQL")
+    return sql, tuple(roles)
+
+
+def guest_messages_after(*, session_key: uuid.UUID, after_id: int, limit: int) -> tuple[list[dict[str, Any]], bool]:
+    """A guest session's messages with id > `after_id`, oldest first, at most `limit`; and whether more wait.
+
+    One query (_guest_poll_queryset). Raises NotFound for an unknown key or one of
+    a session with an owner.
+    """
+    if connection.vendor == "postgresql":
+        sql, roles = _guest_poll_sql(limit)
+        values = {"session_key": session_key, "after_id": after_id}
+        with connection.cursor() as cursor:
+            cursor.cursor.adapters.register_loader("timestamptz", TimestamptzLoader)  # as _fetch does
+            cursor.execute(sql, [values[role] for role in roles])
+            rows = cursor.fetchall()
+    else:
+        rows = list(_guest_poll_queryset(session_key=session_key, after_id=after_id, limit=limit))
     if not rows:
         raise NotFound("Session not found")
     if rows[0][0] is None:  # the LEFT JOIN found nothing new

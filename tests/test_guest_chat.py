@@ -5,7 +5,7 @@ import uuid
 
 import pytest
 
-from chat import services
+from chat import selectors, services
 from chat.models import ChatMessage, ChatSession, Role
 from tests.conftest import ApiClient
 
@@ -351,3 +351,14 @@ def test_a_guest_message_is_a_user_message_of_the_session(guest, key):
     stored = ChatMessage.objects.get(pk=sent["id"])
     assert stored.role == Role.USER and stored.author is None
     assert stored.session.session_key == uuid.UUID(key)
+
+
+@pytest.mark.postgres
+def test_the_compiled_poll_sql_answers_as_the_orm_query_does(guest, key):
+    ids = [send(guest, key, f"m{i}").json()["data"]["id"] for i in range(3)]
+    for after_id, limit in [(0, 100), (ids[0], 100), (0, 2), (ids[-1], 100)]:
+        orm_rows = list(selectors._guest_poll_queryset(session_key=uuid.UUID(key), after_id=after_id, limit=limit))
+        messages, has_more = selectors.guest_messages_after(session_key=uuid.UUID(key), after_id=after_id, limit=limit)
+        expected = [row for row in orm_rows if row[0] is not None]
+        assert [tuple(m.values()) for m in messages] == expected[:limit]
+        assert has_more == (len(expected) > limit)
