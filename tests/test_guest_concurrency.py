@@ -75,3 +75,34 @@ def test_a_poller_sees_every_message_once_and_in_order_while_writers_race(settin
     assert len(stored) == WRITERS * MESSAGES_PER_WRITER
     assert seen == stored  # every id, each once, in increasing order
     assert ChatSession.objects.get(session_key=key).message_count == len(stored)
+
+
+def test_racing_retries_of_one_send_store_one_message(settings):
+    settings.RATE_LIMIT_ENABLED = False
+    key = ApiClient().generic("POST", "/api/v1/chat/guest/sessions").json()["data"]["session_key"]
+    url = f"/api/v1/chat/guest/{key}/messages"
+    count = 8
+    start = threading.Barrier(count)
+    answers: list = [None] * count
+
+    def retry(i: int) -> None:
+        try:
+            start.wait(timeout=10)
+            response = ApiClient().post_json(url, {"content": f"attempt {i}", "id": "once"})
+            answers[i] = (response.status_code, response.json()["data"])
+        except Exception as exc:
+            answers[i] = exc
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=retry, args=(i,)) for i in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+
+    assert {status for status, _ in answers} == {201}, answers
+    [stored] = ChatMessage.objects.filter(session__session_key=key)
+    assert all(data == answers[0][1] for _, data in answers)  # every retry sees the first stored
+    assert answers[0][1]["id"] == stored.pk and answers[0][1]["content"] == stored.content
+    assert ChatSession.objects.get(session_key=key).message_count == 1
