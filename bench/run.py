@@ -23,6 +23,7 @@ import http.client
 import json
 import os
 import platform
+import resource
 import runpy
 import secrets
 import shutil
@@ -38,6 +39,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import orjson
+import psycopg
+import redis
 
 from bench import floor, seed
 from bench.redis_proxy import RoundTripProxy
@@ -94,8 +97,7 @@ def git_commit() -> str:
 
 
 def redis_flush(url: str) -> None:
-    import redis  # the service's own client; only the flush of our own db number
-
+    """Empty our own db number (9 by default), never another."""
     redis.Redis.from_url(url, socket_timeout=5).flushdb()
 
 
@@ -336,6 +338,68 @@ def check_case(server: Server, case: Case, seeded: seed.Seeded) -> str | None:
 
 # --------------------------------------------------------------------------- wrk
 
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int, *, children: bool = False) -> float:
+    """utime + stime of a process (and of its reaped children: a recycled worker's CPU)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    ticks = int(fields[11]) + int(fields[12])  # utime, stime
+    if children:
+        ticks += int(fields[13]) + int(fields[14])  # cutime, cstime
+    return ticks / CLOCK_TICKS
+
+
+class CpuMeter:
+    """CPU seconds spent so far by each side of a run: gunicorn, our PostgreSQL backends, Redis, wrk.
+
+    PostgreSQL: the backends connected to the benchmark's database (a backend that
+    exits mid-run takes its CPU with it). Redis: the whole server, which other
+    users of it share. wrk: this process's reaped children (wrk is the only one).
+    """
+
+    def __init__(self, server: "Server"):
+        self.server = server
+        self.database = DATABASE_URL.rsplit("/", 1)[1]
+        try:
+            self.redis_pid = int(redis.Redis.from_url(REDIS_URL, socket_timeout=5).info("server")["process_id"])
+        except (OSError, redis.RedisError, KeyError, ValueError):
+            self.redis_pid = None  # a figure we can do without
+
+    def postgres_pids(self) -> list[int]:
+        with psycopg.connect(DATABASE_URL, autocommit=True, connect_timeout=5) as conn:
+            rows = conn.execute(
+                "SELECT pid FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()", (self.database,)
+            ).fetchall()
+        return [row[0] for row in rows]
+
+    def snapshot(self) -> dict:
+        master = self.server.process.pid if self.server.process else 0
+        children = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return {
+            "gunicorn": {"all": cpu_seconds(master, children=True)}
+            | {pid: cpu_seconds(pid) for pid in self.server.worker_pids()},
+            "postgres": {pid: cpu_seconds(pid) for pid in self.postgres_pids()},
+            "redis": {"all": cpu_seconds(self.redis_pid) if self.redis_pid else 0.0},
+            "wrk": {"all": children.ru_utime + children.ru_stime},
+        }
+
+    @staticmethod
+    def spent(before: dict, after: dict) -> dict[str, float]:
+        """CPU seconds per side between two snapshots, process by process (a new one from zero).
+
+        A worker recycled in between is reaped by the master, whose children's time
+        then holds all of that worker's CPU: what it had spent before is taken off.
+        """
+        spent = {
+            side: sum(seconds - before[side].get(pid, 0.0) for pid, seconds in after[side].items()) for side in after
+        }
+        spent["gunicorn"] -= sum(seconds for pid, seconds in before["gunicorn"].items() if pid not in after["gunicorn"])
+        return spent
+
 
 class Wrk:
     def __init__(self, server: Server, tmp: Path, threads: int, connections: int):
@@ -346,6 +410,7 @@ class Wrk:
         self.runs = 0
         self.nonce = secrets.token_hex(3)
         self.report = (WRK_DIR / "report.lua").read_text()
+        self.cpu = CpuMeter(server)
 
     def script(self, case: Case) -> Path:
         path = self.tmp / f"{case.name}.lua"
@@ -373,7 +438,9 @@ class Wrk:
                 cmd += ["-H", f"{name}: {value}"]
         cmd += [self.server.base + case.path, "--", f"{self.nonce}r{self.runs}", str(POST_SESSIONS)]
         log_start = self.server.log_size()
+        cpu_before = self.cpu.snapshot()
         result = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 60, check=False)
+        cpu_after = self.cpu.snapshot()
         lines = [line for line in result.stdout.splitlines() if line.startswith("BENCH_JSON ")]
         if result.returncode != 0 or not lines:
             raise RuntimeError(f"wrk failed ({result.returncode}): {result.stdout}\n{result.stderr}")
@@ -383,6 +450,10 @@ class Wrk:
             figures[k] for k in ("connect_errors", "read_errors", "write_errors", "status_errors", "timeouts")
         )
         figures["connections"], figures["threads"] = connections, threads
+        figures["cpu_ms_per_request"] = {
+            side: round(1000 * seconds / max(1, figures["requests"]), 3)
+            for side, seconds in CpuMeter.spent(cpu_before, cpu_after).items()
+        }
         # The app's own measure (the request log's duration_ms: middleware to view and back,
         # without gunicorn's parsing and writing), over the requests of this run.
         durations = self.server.logged_durations(log_start)
@@ -393,6 +464,10 @@ class Wrk:
 def summarize(runs: list[dict]) -> dict:
     rps = [r["rps"] for r in runs]
     return {
+        "cpu_ms_per_request": {
+            name: round(statistics.median(r["cpu_ms_per_request"][name] for r in runs), 3)
+            for name in runs[0]["cpu_ms_per_request"]
+        },
         "rps_median": statistics.median(rps),
         "rps_min": min(rps),
         "rps_max": max(rps),
@@ -522,7 +597,17 @@ def table(results: dict) -> str:
     lines.append(
         f"| floor (in-process, 1,000 rows) | | | {fl['median_ms']:.2f} | | | |" if fl else "| floor | n/a | | | | | |"
     )
-    out = ["\n".join(lines), "", "| target | figure | limit | met |", "| --- | --- | --- | --- |"]
+    cpu = [
+        "| CPU ms per request (loaded runs) | gunicorn | postgres | redis | wrk |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for name, case in cases.items():
+        per = case["load"].get("cpu_ms_per_request", {})
+        cpu.append(
+            f"| {name} | {fmt(per.get('gunicorn'))} | {fmt(per.get('postgres'))} | {fmt(per.get('redis'))} "
+            f"| {fmt(per.get('wrk'))} |"
+        )
+    out = ["\n".join(lines), "", *cpu, "", "| target | figure | limit | met |", "| --- | --- | --- | --- |"]
     for row in results["targets"]:
         sign = "≥" if row["at_least"] else "≤"
         met = {True: "yes", False: "**no**", None: "n/a"}[row["met"]]

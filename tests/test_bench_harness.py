@@ -101,7 +101,7 @@ def test_the_profile_summary_sorts_samples_into_layers():
     summary = profile.summarize(stacks)
 
     assert summary["samples"] == 4
-    assert summary["idle_samples_left_out"] == 50
+    assert summary["outside_requests"] == 50
     assert dict(summary["by_layer_pct"]) == {"chat (our code)": 75.0, "psycopg": 25.0}
 
 
