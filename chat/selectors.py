@@ -84,6 +84,20 @@ def session_messages(*, user, session_id: str) -> list[dict[str, Any]]:
     return messages
 
 
+# A session as the session list shows it (API.md); never its session_key.
+SESSION_FIELDS = (
+    "id",
+    "title",
+    "message_count",
+    "total_tokens",
+    "last_model",
+    "last_message_preview",
+    "last_message_timestamp",
+    "created_at",
+    "updated_at",
+)
+
+
 def user_sessions(*, user) -> QuerySet[ChatSession]:
     """A user's sessions, most recently updated first (ties: id, descending)."""
     return ChatSession.objects.filter(user=user).order_by("-updated_at", "-id")

@@ -27,17 +27,7 @@ class ChatSessionListApi(ApiView):
     class OutputSerializer(serializers.ModelSerializer):
         class Meta:
             model = ChatSession
-            fields = [
-                "id",
-                "title",
-                "message_count",
-                "total_tokens",
-                "last_model",
-                "last_message_preview",
-                "last_message_timestamp",
-                "created_at",
-                "updated_at",
-            ]
+            fields = selectors.SESSION_FIELDS
 
     @extend_schema(
         operation_id="chat_sessions_list",

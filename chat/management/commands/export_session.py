@@ -1,22 +1,12 @@
 from django.core.management.base import BaseCommand, CommandError
 
+from chat import selectors
 from chat.json import dumps
 from chat.models import ChatMessage, ChatSession
 from chat.selectors import MESSAGE_FIELDS, message_to_wire
 
 # The session as the session list shows it, with its owner; never its session_key (a guest's credential).
-SESSION_FIELDS = (
-    "id",
-    "title",
-    "message_count",
-    "total_tokens",
-    "last_model",
-    "last_message_preview",
-    "last_message_timestamp",
-    "created_at",
-    "updated_at",
-    "guest_name",
-)
+SESSION_FIELDS = (*selectors.SESSION_FIELDS, "guest_name")
 CHUNK = 1000
 
 
