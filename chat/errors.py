@@ -5,6 +5,7 @@ handlers below turn every failure into the envelope of API.md:
 `{"success": false, "message", "data": null, "error": {"code", "details"}, ...}`.
 """
 
+import functools
 import logging
 from datetime import UTC, datetime
 
@@ -182,3 +183,24 @@ def server_error(request):
 
 def csrf_failure(request, reason=""):
     return error_response(request, status=403, code="FORBIDDEN", message="CSRF verification failed")
+
+
+def allow_methods(*methods: str):
+    """Django's require_http_methods, answering other methods with the envelope's 405."""
+
+    def decorator(view):
+        @functools.wraps(view)
+        def wrapper(request, *args, **kwargs):
+            if request.method not in methods:
+                return error_response(
+                    request,
+                    status=405,
+                    code="METHOD_NOT_ALLOWED",
+                    message=f'Method "{request.method}" not allowed.',
+                    headers={"Allow": ", ".join(methods)},
+                )
+            return view(request, *args, **kwargs)
+
+        return wrapper
+
+    return decorator

@@ -77,3 +77,11 @@ def test_readyz_is_a_503_envelope_when_the_database_is_unreachable():
     assert response.status_code == 503
     assert response.json()["error"]["details"] == {"database": "unavailable", "cache": "ok"}
     assert healthz.status_code == 200  # liveness does not depend on the database
+
+
+@pytest.mark.parametrize("path", ["/healthz", "/readyz", "/metrics"])
+def test_other_methods_get_the_405_envelope(anon, path):
+    response = anon.post(path)
+    assert response.status_code == 405
+    assert response.json()["error"] == {"code": "METHOD_NOT_ALLOWED", "details": None}
+    assert response["Allow"] == "GET, HEAD"

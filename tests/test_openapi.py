@@ -43,3 +43,10 @@ def test_swagger_ui_is_served_with_local_assets(anon):
     page = response.content.decode()
     assert "/static/drf_spectacular_sidecar/swagger-ui-dist/swagger-ui-bundle.js" in page
     assert "cdn.jsdelivr" not in page and "unpkg.com" not in page
+
+
+def test_schema_documents_the_operations_endpoints(anon):
+    paths = anon.get("/api/schema/", HTTP_ACCEPT="application/vnd.oai.openapi+json").json()["paths"]
+    assert set(paths["/healthz"]["get"]["responses"]) == {"200", "405"}
+    assert set(paths["/readyz"]["get"]["responses"]) == {"200", "503", "405"}
+    assert {"200", "401", "403"} <= set(paths["/metrics"]["get"]["responses"])

@@ -14,19 +14,21 @@ from django.conf import settings
 from django.core.cache import cache
 from django.db import connection
 from django.http import HttpResponse
-from django.views.decorators.http import require_safe
+from django.views.decorators.csrf import csrf_exempt
 from prometheus_client import CONTENT_TYPE_LATEST
 from rest_framework.exceptions import AuthenticationFailed
 
 from accounts.authentication import BearerOrTokenAuthentication
 from chat import metrics
-from chat.errors import ServiceUnavailable, envelope, error_response
+from chat.errors import ServiceUnavailable, allow_methods, envelope, error_response
 from chat.json import json_response
 
 logger = logging.getLogger(__name__)
 
 
-@require_safe
+# Read-only, so no CSRF check: another method gets its 405, not a CSRF 403.
+@csrf_exempt
+@allow_methods("GET", "HEAD")
 def healthz(request):
     """The process is up and serving. Checks no dependency."""
     return json_response(envelope(request, success=True, message="OK", data={"status": "ok"}))
@@ -53,7 +55,9 @@ def cache_ready() -> bool:
         return False
 
 
-@require_safe
+# Read-only, so no CSRF check: another method gets its 405, not a CSRF 403.
+@csrf_exempt
+@allow_methods("GET", "HEAD")
 def readyz(request):
     """Ready for traffic: the database answers SELECT 1 and the cache a write and a read."""
     checks = {
@@ -92,7 +96,9 @@ def metrics_caller(request):
     return user if user.is_authenticated else None
 
 
-@require_safe
+# Read-only, so no CSRF check: another method gets its 405, not a CSRF 403.
+@csrf_exempt
+@allow_methods("GET", "HEAD")
 def metrics_view(request):
     """Prometheus text format, for staff (token or login session) or the METRICS_TOKEN bearer."""
     try:

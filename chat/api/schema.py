@@ -168,3 +168,77 @@ def require_request_bodies(result, generator, request, public):
             if "oneOf" in component or component.get("required"):
                 body["required"] = True
     return result
+
+
+def _json(ref: str, description: str) -> dict:
+    return {"description": description, "content": {"application/json": {"schema": {"$ref": ref}}}}
+
+
+_ERROR = "#/components/schemas/ErrorEnvelope"
+_STATUS = "#/components/schemas/StatusEnvelope"
+_NOT_ALLOWED = _json(_ERROR, "Any method but GET and HEAD (METHOD_NOT_ALLOWED)")
+
+# The operations endpoints are plain Django views (no DRF: nothing between the
+# process and the answer), so the schema states them here.
+OPERATIONS_PATHS = {
+    "/healthz": {
+        "get": {
+            "operationId": "healthz",
+            "tags": ["operations"],
+            "description": "The process is up. Checks no dependency.",
+            "security": [],
+            "responses": {"200": _json(_STATUS, "Up: data is {status: ok}"), "405": _NOT_ALLOWED},
+        }
+    },
+    "/readyz": {
+        "get": {
+            "operationId": "readyz",
+            "tags": ["operations"],
+            "description": "Ready for traffic: the database and the cache answer.",
+            "security": [],
+            "responses": {
+                "200": _json(_STATUS, "Ready: data is {database: ok, cache: ok}"),
+                "503": _json(_ERROR, "Not ready (SERVICE_UNAVAILABLE): details says which dependency failed"),
+                "405": _NOT_ALLOWED,
+            },
+        }
+    },
+    "/metrics": {
+        "get": {
+            "operationId": "metrics",
+            "tags": ["operations"],
+            "description": "Prometheus metrics, for staff (token or login session) or the METRICS_TOKEN bearer.",
+            "security": [{"tokenAuth": []}, {"cookieAuth": []}],
+            "responses": {
+                "200": {
+                    "description": "Prometheus text exposition format",
+                    "content": {"text/plain": {"schema": {"type": "string"}}},
+                },
+                "401": _json(_ERROR, "No or invalid credentials (UNAUTHENTICATED)"),
+                "403": _json(_ERROR, "Not staff (FORBIDDEN)"),
+                "405": _NOT_ALLOWED,
+            },
+        }
+    },
+}
+
+STATUS_ENVELOPE = {
+    "type": "object",
+    "properties": {
+        "success": {"type": "boolean"},
+        "message": {"type": "string"},
+        "data": {"type": "object", "additionalProperties": {"type": "string"}},
+        "error": {"nullable": True},
+        "meta": {"nullable": True},
+        "trace_id": {"type": "string"},
+        "timestamp": {"type": "string"},
+    },
+    "required": ["success", "message", "data", "error", "meta", "trace_id", "timestamp"],
+}
+
+
+def add_operations_endpoints(result, generator, request, public):
+    """Document /healthz, /readyz and /metrics, which DRF does not see."""
+    result["paths"].update(OPERATIONS_PATHS)
+    result.setdefault("components", {}).setdefault("schemas", {})["StatusEnvelope"] = STATUS_ENVELOPE
+    return result
