@@ -595,17 +595,23 @@ def table(results: dict) -> str:
         )
     fl = results["floor"]
     lines.append(
-        f"| floor (in-process, 1,000 rows) | | | {fl['median_ms']:.2f} | | | |" if fl else "| floor | n/a | | | | | |"
+        f"| floor (in-process, 1,000 rows) | | | | | {fl['median_ms']:.2f} | | |"
+        if fl
+        else "| floor | n/a | | | | | | |"
     )
+    # On a machine others share, req/s moves with their load; CPU per request hardly does.
+    # bare's total CPU / a case's is the req/s ratio the same two cores would give if nothing else ran.
     cpu = [
-        "| CPU ms per request (loaded runs) | gunicorn | postgres | redis | wrk |",
-        "| --- | --- | --- | --- | --- |",
+        "| CPU ms per request (loaded runs) | gunicorn | postgres | redis | wrk | total | x bare by CPU |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
     ]
+    bare_cpu = sum(cases.get("bare", {}).get("load", {}).get("cpu_ms_per_request", {}).values()) or None
     for name, case in cases.items():
         per = case["load"].get("cpu_ms_per_request", {})
+        total = sum(per.values())
         cpu.append(
             f"| {name} | {fmt(per.get('gunicorn'))} | {fmt(per.get('postgres'))} | {fmt(per.get('redis'))} "
-            f"| {fmt(per.get('wrk'))} |"
+            f"| {fmt(per.get('wrk'))} | {fmt(total)} | {fmt(ratio(bare_cpu, total))} |"
         )
     out = ["\n".join(lines), "", *cpu, "", "| target | figure | limit | met |", "| --- | --- | --- | --- |"]
     for row in results["targets"]:
