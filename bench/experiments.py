@@ -40,6 +40,16 @@ def drop_view_response() -> None:
     ApiView.dispatch = dispatch
 
 
+@experiment
+def no_db_health_checks() -> None:
+    """CONN_HEALTH_CHECKS off (applied in bench/settings.py; nothing to patch here).
+
+    With health checks on, Django runs `SELECT 1` before the first query of every
+    request that reuses a connection: one more PostgreSQL round trip per request,
+    two where a poll needs one.
+    """
+
+
 def apply(names: str | None = None) -> list[str]:
     """Apply the experiments named in `names` (default: $BENCH_EXPERIMENTS), comma-separated."""
     names = os.environ.get("BENCH_EXPERIMENTS", "") if names is None else names

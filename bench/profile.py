@@ -1,9 +1,10 @@
 """Where a request's time goes: py-spy samples every gunicorn worker while wrk loads one case.
 
 `make bench BENCH_ARGS=--profile` (after the measured runs, so the sampling never
-touches a reported figure). CPU samples only: on two cores throughput is CPU,
-and a thread waiting for PostgreSQL, Redis or the GIL is not using any (the
-CPU that PostgreSQL, Redis and wrk spend per request is in the results). Only
+touches a reported figure). Only the thread holding the GIL is sampled (--gil):
+Python's CPU, which on two cores is what bounds throughput; a thread waiting
+for PostgreSQL, Redis or the GIL uses none (the CPU that PostgreSQL, Redis and
+wrk spend per request is in the results). Only
 samples inside gunicorn's handle_request are broken down; the rest (accepting,
 polling, worker start-up) is counted as `outside requests`. For each case the report gives the
 share of samples per layer (by file) and the heaviest functions, self and
@@ -102,6 +103,7 @@ def profile_cases(server, wrk, cases: dict, tmp: Path, results_dir: Path, second
                 str(server.process.pid),
                 "--subprocesses",
                 "--full-filenames",
+                "--gil",
                 "--rate",
                 "250",
                 "--format",

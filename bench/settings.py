@@ -5,6 +5,13 @@ setting, middleware, logger and limit is production's, read from the same
 environment; only the URL configuration adds /bench/bare.
 """
 
+import os
+
 from chatsite.settings import *  # noqa: F403 (the production settings, unchanged)
 
 ROOT_URLCONF = "bench.urls"
+
+# The one proposed change that is a setting (the others: bench/experiments.py).
+# Off unless BENCH_EXPERIMENTS names it.
+if "no-db-health-checks" in os.environ.get("BENCH_EXPERIMENTS", "").split(","):
+    DATABASES["default"]["CONN_HEALTH_CHECKS"] = False  # noqa: F405
