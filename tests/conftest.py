@@ -104,6 +104,16 @@ def staff(db) -> User:
 
 
 @pytest.fixture
+def staff_browser(staff) -> Client:
+    """A superuser's browser, logged in to the admin."""
+    staff.is_superuser = True
+    staff.save(update_fields=["is_superuser"])
+    client = Client()
+    client.force_login(staff)
+    return client
+
+
+@pytest.fixture
 def anon(db) -> ApiClient:
     return ApiClient()
 

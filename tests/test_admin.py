@@ -2,21 +2,11 @@
 
 import pytest
 from django.db import connection
-from django.test import Client
 from django.test.utils import CaptureQueriesContext
 
 from chat.models import ChatMessage, ChatSession
 
 URL = "/api/chat/messages"
-
-
-@pytest.fixture
-def staff_browser(staff) -> Client:
-    staff.is_superuser = True
-    staff.save(update_fields=["is_superuser"])
-    client = Client()
-    client.force_login(staff)
-    return client
 
 
 @pytest.fixture

@@ -13,15 +13,6 @@ pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
-def staff_browser(staff) -> Client:
-    staff.is_superuser = True
-    staff.save(update_fields=["is_superuser"])
-    client = Client()
-    client.force_login(staff)
-    return client
-
-
-@pytest.fixture
 def guest_session() -> ChatSession:
     guest = ApiClient()
     key = guest.post_json("/api/v1/chat/guest/sessions", {"guest_name": "Visitor"}).json()["data"]["session_key"]
