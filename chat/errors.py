@@ -7,7 +7,7 @@ handlers below turn every failure into the envelope of API.md:
 
 import functools
 import logging
-from datetime import UTC, datetime
+import time
 
 from django import db
 from django.conf import settings
@@ -17,7 +17,7 @@ from rest_framework import exceptions as drf
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
-from chat.json import json_response
+from chat.json import json_response, utc_iso
 
 logger = logging.getLogger(__name__)
 
@@ -79,7 +79,7 @@ DATABASE_DOWN = (db.OperationalError, db.InterfaceError)
 
 
 def utc_timestamp() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return utc_iso(time.time())
 
 
 def envelope(

@@ -5,6 +5,8 @@ only when non-zero), which is exactly DRF's style, so hot paths can skip DRF's
 renderer without changing a byte on the wire.
 """
 
+from datetime import UTC, datetime
+
 import orjson
 from django.http import HttpResponse
 
@@ -17,3 +19,8 @@ def dumps(data) -> bytes:
 
 def json_response(data, *, status: int = 200) -> HttpResponse:
     return HttpResponse(dumps(data), status=status, content_type="application/json")
+
+
+def utc_iso(epoch_seconds: float) -> str:
+    """An instant as UTC ISO 8601 with milliseconds: `2025-08-07T09:30:00.000Z`."""
+    return datetime.fromtimestamp(epoch_seconds, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")

@@ -2,9 +2,10 @@
 
 import contextvars
 import logging
-from datetime import UTC, datetime
 
 import orjson
+
+from chat.json import utc_iso
 
 trace_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar("trace_id", default=None)
 
@@ -21,7 +22,7 @@ class TraceIdFilter(logging.Filter):
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         line = {
-            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            "ts": utc_iso(record.created),
             "level": record.levelname,
             "logger": record.name,
             "message": record.getMessage(),

@@ -36,22 +36,24 @@ MESSAGE_FIELDS: dict[str, str] = {
 _WIRE_KEYS = tuple(MESSAGE_FIELDS)
 
 
-def _fetch(queryset: QuerySet) -> list[tuple]:
-    """The rows of a values_list() queryset, fetched fast on PostgreSQL.
+def _fetch_sql(sql: str, params) -> list[tuple]:
+    """Run SQL on PostgreSQL and fetch its rows with psycopg's own (C) timestamptz loader.
 
-    The ORM builds the SQL; on PostgreSQL the rows are fetched with psycopg's own
-    (C) timestamptz loader instead of Django's pure-Python one, which is most of
-    the cost of a long history. The connection's time zone is UTC, so the
-    datetimes are the same. Django returns jsonb as text here; it is decoded by
-    the caller. Elsewhere the ORM fetches as usual.
+    Django's loader is pure Python, and most of the cost of a long history. The
+    connection's time zone is UTC, so the datetimes are the same. Django returns
+    jsonb as text here; the caller decodes it.
     """
-    if connection.vendor != "postgresql":
-        return list(queryset)
-    sql, params = queryset.query.sql_with_params()
     with connection.cursor() as cursor:
         cursor.cursor.adapters.register_loader("timestamptz", TimestamptzLoader)
         cursor.execute(sql, params)
         return cursor.fetchall()
+
+
+def _fetch(queryset: QuerySet) -> list[tuple]:
+    """The rows of a values_list() queryset: built by the ORM, fetched fast on PostgreSQL (_fetch_sql)."""
+    if connection.vendor != "postgresql":
+        return list(queryset)
+    return _fetch_sql(*queryset.query.sql_with_params())
 
 
 def message_to_wire(message) -> dict[str, Any]:
@@ -176,10 +178,7 @@ def guest_messages_after(*, session_key: uuid.UUID, after_id: int, limit: int) -
     if connection.vendor == "postgresql":
         sql, roles = _guest_poll_sql(limit)
         values = {"session_key": session_key, "after_id": after_id}
-        with connection.cursor() as cursor:
-            cursor.cursor.adapters.register_loader("timestamptz", TimestamptzLoader)  # as _fetch does
-            cursor.execute(sql, [values[role] for role in roles])
-            rows = cursor.fetchall()
+        rows = _fetch_sql(sql, [values[role] for role in roles])
     else:
         rows = list(_guest_poll_queryset(session_key=session_key, after_id=after_id, limit=limit))
     if not rows:

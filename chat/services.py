@@ -230,13 +230,13 @@ def guest_session_create(*, guest_name: str = "") -> ChatSession:
 
 
 def _guest_session_lock(*, session_key: uuid.UUID) -> ChatSession:
-    """The guest session of `session_key`, its row locked (session_lock) until the transaction ends."""
-    session_id = (
-        ChatSession.objects.filter(session_key=session_key, user__isnull=True).values_list("pk", flat=True).first()
-    )
-    session = session_lock(session_id=session_id) if session_id is not None else None
-    # Re-checked under the lock: the session may have been purged or given an owner meanwhile.
-    if session is None or session.user_id is not None:
+    """The guest session of `session_key`, its row locked until the transaction ends.
+
+    One statement: PostgreSQL re-checks the WHERE clause on the row it locks, so
+    a session purged or given an owner meanwhile is not returned.
+    """
+    session = ChatSession.objects.select_for_update().filter(session_key=session_key, user__isnull=True).first()
+    if session is None:
         raise NotFound("Session not found")
     return session
 

@@ -32,7 +32,6 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Protocol
 
 from django.conf import settings
@@ -46,6 +45,7 @@ from redis.commands.core import Script
 from redis.exceptions import RedisError
 
 from chat.errors import ApiError, RateLimitExceeded, ServiceUnavailable, error_response
+from chat.json import utc_iso
 from chat.net import client_ip
 
 logger = logging.getLogger(__name__)
@@ -133,10 +133,6 @@ class Limit:
 
     def key(self, window_start: int) -> str:
         return f"rl:{self.bucket}:{self.identity}:{self.rate.period}:{window_start}"
-
-
-def utc_iso(epoch_seconds: float) -> str:
-    return datetime.fromtimestamp(epoch_seconds, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 @dataclass(frozen=True)
