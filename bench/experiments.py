@@ -15,8 +15,9 @@ from django.http import HttpRequest, HttpResponse
 
 from chat import metrics, selectors, throttles
 from chat.api.base import ApiView
+from chat.api.errors import envelope, error_response
 from chat.api.guest import CURSOR_RE, MAX_MESSAGE_ID, MAX_MESSAGES_PER_POLL, SESSION_KEY_RE, GuestMessagesApi
-from chat.errors import ApiError, envelope, error_response
+from chat.exceptions import ApiError
 from chat.json import json_response
 
 EXPERIMENTS: dict[str, Callable[[], None]] = {}

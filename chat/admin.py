@@ -15,7 +15,7 @@ from django.utils.functional import cached_property
 from django.utils.html import format_html, format_html_join
 
 from chat import services
-from chat.errors import ApiError
+from chat.exceptions import ApiError
 from chat.models import ChatMessage, ChatSession
 
 COUNT_CAP = 10_000

@@ -7,7 +7,8 @@ import uuid
 from django.conf import settings
 from django.core.handlers.wsgi import LimitedStream
 
-from chat.errors import DATABASE_DOWN, ServiceUnavailable, error_response
+from chat.api.errors import DATABASE_DOWN, error_response
+from chat.exceptions import ServiceUnavailable
 from chat.logging import trace_id_var
 
 TRACE_ID_RE = re.compile(r"[A-Za-z0-9._-]{1,64}")

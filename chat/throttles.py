@@ -44,7 +44,8 @@ from django_redis.exceptions import ConnectionInterrupted
 from redis.commands.core import Script
 from redis.exceptions import RedisError
 
-from chat.errors import ApiError, RateLimitExceeded, ServiceUnavailable, error_response
+from chat.api.errors import error_response
+from chat.exceptions import ApiError, RateLimitExceeded, ServiceUnavailable
 from chat.json import utc_iso
 from chat.net import client_ip
 
@@ -408,7 +409,7 @@ def limit_view(*scopes: str):
     """The limits of ApiView.throttle_scopes for a plain Django view (a hot path that skips DRF).
 
     Same counting, headers and 429 or 503 envelope. The view should return its
-    errors as responses (chat.errors.error_response): an exception escaping it
+    errors as responses (chat.api.errors.error_response): an exception escaping it
     reaches Django's handlers, which know nothing of the headers.
     """
 

@@ -4,7 +4,7 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from chat import errors
+from chat.api import errors
 
 urlpatterns = [
     path("", include("chat.urls")),

@@ -7,6 +7,7 @@ import pytest
 
 from chat import selectors, services
 from chat.models import ChatMessage, ChatSession, Role
+from chat.selectors import guest as guest_selectors
 from tests.conftest import ApiClient
 
 CREATE = "/api/v1/chat/guest/sessions"
@@ -357,7 +358,9 @@ def test_a_guest_message_is_a_user_message_of_the_session(guest, key):
 def test_the_compiled_poll_sql_answers_as_the_orm_query_does(guest, key):
     ids = [send(guest, key, f"m{i}").json()["data"]["id"] for i in range(3)]
     for after_id, limit in [(0, 100), (ids[0], 100), (0, 2), (ids[-1], 100)]:
-        orm_rows = list(selectors._guest_poll_queryset(session_key=uuid.UUID(key), after_id=after_id, limit=limit))
+        orm_rows = list(
+            guest_selectors._guest_poll_queryset(session_key=uuid.UUID(key), after_id=after_id, limit=limit)
+        )
         messages, has_more = selectors.guest_messages_after(session_key=uuid.UUID(key), after_id=after_id, limit=limit)
         expected = [row for row in orm_rows if row[0] is not None]
         assert [tuple(m.values()) for m in messages] == expected[:limit]

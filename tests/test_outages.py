@@ -5,8 +5,8 @@ import psycopg
 import pytest
 from django.db import connection
 
-from chat import services
 from chat.models import ChatMessage, ChatSession
+from chat.services import messages as message_services
 
 URL = "/api/chat/messages"
 
@@ -51,7 +51,7 @@ def test_an_unreachable_database_is_a_503_envelope(alice, staff, request):
 @pytest.mark.postgres
 def test_a_connection_killed_mid_transaction_leaves_no_partial_array(as_alice, monkeypatch):
     as_alice.post_json(URL, {"sessionId": "s1", "message": {"id": "kept", "role": "user", "content": "before"}})
-    original_write = services.session_messages_write
+    original_write = message_services.session_messages_write
 
     def write_then_lose_the_connection(**kwargs):
         rows = original_write(**kwargs)  # the array is inserted, in the open transaction...
@@ -61,7 +61,7 @@ def test_a_connection_killed_mid_transaction_leaves_no_partial_array(as_alice, m
             admin.execute("SELECT pg_terminate_backend(%s)", [pid])  # ...then the server drops it
         return rows
 
-    monkeypatch.setattr(services, "session_messages_write", write_then_lose_the_connection)
+    monkeypatch.setattr(message_services, "session_messages_write", write_then_lose_the_connection)
     array = [{"id": f"m{i}", "role": "user", "content": str(i)} for i in range(5)]
     response = as_alice.post_json(URL, {"sessionId": "s1", "messages": [{"id": "kept", "role": "user"}, *array]})
     monkeypatch.undo()

@@ -8,7 +8,7 @@ from django.core.management import CommandError, call_command
 from django.utils import timezone
 
 from chat import services
-from chat.errors import NotFound
+from chat.exceptions import NotFound
 from chat.models import ChatMessage, ChatSession
 from tests.conftest import ApiClient
 

@@ -3,7 +3,7 @@
 No authentication: a guest session's `session_key` (a UUID in the path) is the
 guest's only credential. A key that is malformed, unknown, or belongs to a session
 with an owner gets the same 404, so a key reveals nothing about other sessions.
-Every answer is the seed's envelope (chat.errors.envelope).
+Every answer is the seed's envelope (chat.api.errors.envelope).
 """
 
 import re
@@ -18,10 +18,11 @@ from rest_framework.response import Response
 from chat import metrics, selectors, services
 from chat.api import fields
 from chat.api.base import ApiView
+from chat.api.errors import envelope
 from chat.api.messages import client_id_field
 from chat.api.renderers import OrjsonRenderer
 from chat.api.schema import RATE_LIMIT_HEADERS, REQUEST_ID_HEADERS, envelope_serializer, errors
-from chat.errors import NotFound, envelope
+from chat.exceptions import NotFound
 from chat.models import ContentType, Role
 from chat.selectors import guest_message_to_wire
 

@@ -20,7 +20,8 @@ from rest_framework.exceptions import AuthenticationFailed
 
 from accounts.authentication import BearerOrTokenAuthentication
 from chat import metrics
-from chat.errors import ServiceUnavailable, allow_methods, envelope, error_response
+from chat.api.errors import allow_methods, envelope, error_response
+from chat.exceptions import ServiceUnavailable
 from chat.json import json_response
 
 logger = logging.getLogger(__name__)

@@ -9,7 +9,7 @@ from rest_framework.response import Response
 from chat import selectors, services
 from chat.api.base import ApiView
 from chat.api.schema import RATE_LIMIT_HEADERS, REQUEST_ID_HEADERS, errors
-from chat.errors import NotFound
+from chat.exceptions import NotFound
 from chat.models import ChatSession, client_id_validator
 
 

@@ -1,6 +1,6 @@
-"""One exception root, one envelope, one handler for every error of every endpoint.
+"""The one envelope and one handler for every error of every endpoint.
 
-Views and services just raise; `api_exception_handler` (DRF) and the Django
+Views and services raise chat.exceptions; `api_exception_handler` (DRF) and the Django
 handlers below turn every failure into the envelope of API.md:
 `{"success": false, "message", "data": null, "error": {"code", "details"}, ...}`.
 """
@@ -17,47 +17,10 @@ from rest_framework import exceptions as drf
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
+from chat.exceptions import ApiError, ServiceUnavailable
 from chat.json import json_response, utc_iso
 
 logger = logging.getLogger(__name__)
-
-
-class ApiError(Exception):
-    """The root of every error a view or service raises on purpose."""
-
-    status = 400
-    code = "VALIDATION_ERROR"
-    message = "Invalid request"
-
-    def __init__(self, message: str | None = None, *, details=None, headers: dict | None = None):
-        super().__init__(message or self.message)
-        self.message = message or self.message
-        self.details = details
-        self.headers = headers or {}
-
-
-class ValidationFailed(ApiError):
-    pass
-
-
-class Forbidden(ApiError):
-    status, code, message = 403, "FORBIDDEN", "You do not have permission to do this"
-
-
-class NotFound(ApiError):
-    status, code, message = 404, "NOT_FOUND", "Not found"
-
-
-class PayloadTooLarge(ApiError):
-    status, code, message = 413, "PAYLOAD_TOO_LARGE", "Request body is too large"
-
-
-class RateLimitExceeded(ApiError):
-    status, code, message = 429, "RATE_LIMIT_EXCEEDED", "Rate limit exceeded"
-
-
-class ServiceUnavailable(ApiError):
-    status, code, message = 503, "SERVICE_UNAVAILABLE", "Service temporarily unavailable"
 
 
 # DRF's exceptions, translated to the codes of API.md.

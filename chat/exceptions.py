@@ -1,0 +1,35 @@
+"""The one exception root of the domain: services, selectors and views just raise.
+
+No HTTP framework here: an error carries its status, code, message, details and
+headers, and the API layer (chat.api.errors) renders it as the envelope of API.md.
+"""
+
+
+class ApiError(Exception):
+    """The root of every error a view or service raises on purpose."""
+
+    status = 400
+    code = "VALIDATION_ERROR"
+    message = "Invalid request"
+
+    def __init__(self, message: str | None = None, *, details=None, headers: dict | None = None):
+        super().__init__(message or self.message)
+        self.message = message or self.message
+        self.details = details
+        self.headers = headers or {}
+
+
+class Forbidden(ApiError):
+    status, code, message = 403, "FORBIDDEN", "You do not have permission to do this"
+
+
+class NotFound(ApiError):
+    status, code, message = 404, "NOT_FOUND", "Not found"
+
+
+class RateLimitExceeded(ApiError):
+    status, code, message = 429, "RATE_LIMIT_EXCEEDED", "Rate limit exceeded"
+
+
+class ServiceUnavailable(ApiError):
+    status, code, message = 503, "SERVICE_UNAVAILABLE", "Service temporarily unavailable"

@@ -1,0 +1,103 @@
+"""Every read of sessions and messages."""
+
+from typing import Any
+
+import orjson
+from django.db import connection
+from django.db.models import QuerySet
+from psycopg.types.datetime import TimestamptzLoader
+
+from chat.exceptions import Forbidden, NotFound
+from chat.models import ChatSession
+
+# The GET shape of a message: wire key -> column. Every key is always present.
+MESSAGE_FIELDS: dict[str, str] = {
+    "id": "message_id",
+    "role": "role",
+    "content": "content",
+    "contentType": "content_type",
+    "model": "model",
+    "originalModel": "original_model",
+    "total_tokens": "total_tokens",
+    "input_tokens": "input_tokens",
+    "output_tokens": "output_tokens",
+    "user_message_id": "user_message_id",
+    "elapsed_time": "elapsed_time",
+    "completion_id": "completion_id",
+    "timestamp": "timestamp",
+    "error": "error",
+    "error_message": "error_message",
+    "error_code": "error_code",
+    "retry_after": "retry_after",
+    "suggestions": "suggestions",
+}
+_WIRE_KEYS = tuple(MESSAGE_FIELDS)
+
+
+def fetch_sql(sql: str, params) -> list[tuple]:
+    """Run SQL on PostgreSQL and fetch its rows with psycopg's own (C) timestamptz loader.
+
+    Django's loader is pure Python, and most of the cost of a long history. The
+    connection's time zone is UTC, so the datetimes are the same. Django returns
+    jsonb as text here; the caller decodes it.
+    """
+    with connection.cursor() as cursor:
+        cursor.cursor.adapters.register_loader("timestamptz", TimestamptzLoader)
+        cursor.execute(sql, params)
+        return cursor.fetchall()
+
+
+def _fetch(queryset: QuerySet) -> list[tuple]:
+    """The rows of a values_list() queryset: built by the ORM, fetched fast on PostgreSQL (fetch_sql)."""
+    if connection.vendor != "postgresql":
+        return list(queryset)
+    return fetch_sql(*queryset.query.sql_with_params())
+
+
+def message_to_wire(message) -> dict[str, Any]:
+    """A stored ChatMessage in the GET shape."""
+    return {key: getattr(message, column) for key, column in MESSAGE_FIELDS.items()}
+
+
+def session_messages(*, user, session_id: str) -> list[dict[str, Any]]:
+    """The messages of a user's session in the GET shape, by (timestamp, id).
+
+    One query: the session LEFT JOINed to its messages through the history
+    index, so an empty session (one row of NULLs) and an unknown one (no rows)
+    are told apart without a second round trip.
+    """
+    rows = _fetch(
+        ChatSession.objects.filter(pk=session_id)
+        .values_list("user_id", *(f"messages__{column}" for column in MESSAGE_FIELDS.values()))
+        .order_by("messages__timestamp", "messages__id")
+    )
+    if not rows:
+        raise NotFound("Session not found")
+    if rows[0][0] != user.pk:
+        raise Forbidden("This session belongs to someone else")
+    if rows[0][1] is None:  # the LEFT JOIN found no message
+        return []
+    messages = [dict(zip(_WIRE_KEYS, row[1:], strict=True)) for row in rows]
+    for message in messages:
+        if isinstance(message["suggestions"], str):  # jsonb as text (PostgreSQL path)
+            message["suggestions"] = orjson.loads(message["suggestions"])
+    return messages
+
+
+# A session as the session list shows it (API.md); never its session_key.
+SESSION_FIELDS = (
+    "id",
+    "title",
+    "message_count",
+    "total_tokens",
+    "last_model",
+    "last_message_preview",
+    "last_message_timestamp",
+    "created_at",
+    "updated_at",
+)
+
+
+def user_sessions(*, user) -> QuerySet[ChatSession]:
+    """A user's sessions, most recently updated first (ties: id, descending)."""
+    return ChatSession.objects.filter(user=user).order_by("-updated_at", "-id")

@@ -1,0 +1,39 @@
+"""Every write to sessions and messages (HackSoft "services"), one module per part.
+
+The API, the admin and the management commands all write through here; callers
+use the package (`services.messages_save`), the modules keep the parts apart.
+"""
+
+from chat.services.guest import (
+    GUEST_MESSAGE_MAX_LENGTH,
+    guest_message_send,
+    guest_reply_send,
+    guest_session_create,
+)
+from chat.services.messages import (
+    PREVIEW_LENGTH,
+    TITLE_LENGTH,
+    messages_save,
+    new_message_id,
+    session_delete,
+    session_lock,
+    session_messages_write,
+    shorten,
+    title_for,
+)
+
+__all__ = [
+    "GUEST_MESSAGE_MAX_LENGTH",
+    "PREVIEW_LENGTH",
+    "TITLE_LENGTH",
+    "guest_message_send",
+    "guest_reply_send",
+    "guest_session_create",
+    "messages_save",
+    "new_message_id",
+    "session_delete",
+    "session_lock",
+    "session_messages_write",
+    "shorten",
+    "title_for",
+]
