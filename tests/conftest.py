@@ -1,4 +1,4 @@
-"""Personas and helpers shared by every test.
+"""Personas, markers and the fixtures every test shares (helpers: tests/support.py).
 
 Tests talk to the real URLs through Django's test client, so routing,
 authentication, rate limits and the error envelope are exercised every time.
@@ -13,18 +13,7 @@ from django.db import connection
 from django.test import Client
 
 from accounts.models import Tier, User
-from accounts.services import token_for
-
-# Under CI, a test that needs PostgreSQL or Redis fails instead of skipping, so
-# nothing silently stops being tested. The embedded run of .ci/run (SQLite and
-# the in-process cache) sets REQUIRE_SERVICES=0: the run before it covered them.
-REQUIRE_SERVICES = os.environ.get("REQUIRE_SERVICES", os.environ.get("CI", "")).lower() in {"1", "true", "yes"}
-
-
-def skip_or_fail(reason: str) -> None:
-    if REQUIRE_SERVICES:
-        pytest.fail(f"{reason} (REQUIRE_SERVICES is set: this must not skip)", pytrace=False)
-    pytest.skip(reason)
+from tests.support import ApiClient, make_user, skip_or_fail
 
 
 def pytest_runtest_setup(item):
@@ -59,24 +48,6 @@ def _fresh_cache():
     cache.clear()
     yield
     cache.clear()
-
-
-class ApiClient(Client):
-    """Django's test client with JSON bodies and an optional API token."""
-
-    def __init__(self, token: str | None = None, **defaults):
-        if token:
-            defaults.setdefault("HTTP_AUTHORIZATION", f"Token {token}")
-        super().__init__(**defaults)
-
-    def post_json(self, path, data=None, **extra):
-        return self.post(path, data, content_type="application/json", **extra)
-
-
-def make_user(username: str, *, tier: str = Tier.FREE, is_staff: bool = False) -> User:
-    user = User.objects.create_user(username=username, password=None, tier=tier, is_staff=is_staff)
-    user.api_token = token_for(user=user).key
-    return user
 
 
 @pytest.fixture

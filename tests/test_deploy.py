@@ -12,18 +12,15 @@ still say exactly those commands:
 - the Prometheus multiprocess mode of two workers, and the gunicorn hooks.
 """
 
-import http.client
 import json
 import os
 import re
 import runpy
 import secrets
 import shlex
-import socket
 import sqlite3
 import subprocess
 import sys
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import SimpleNamespace
@@ -34,6 +31,8 @@ import pytest
 import yaml
 from django.db import connection
 from prometheus_client.parser import text_string_to_metric_families
+
+from tests.support import call, free_port, poll_until, start_gunicorn
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -48,32 +47,6 @@ HEALTHCHECK_SNIPPET = (
     "import os, urllib.request; urllib.request.urlopen("
     "'http://127.0.0.1:%s/healthz' % os.environ.get('PORT', '8000'), timeout=3)"
 )
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def call(port: int, method: str, path: str, headers: dict | None = None) -> tuple[int, dict, bytes]:
-    """(status, headers, body) of one request on a connection of its own."""
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-    try:
-        conn.request(method, path, headers=headers or {})
-        response = conn.getresponse()
-        return response.status, dict(response.getheaders()), response.read()
-    finally:
-        conn.close()
-
-
-def wait_for(condition, *, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"{what} did not happen within {timeout} s")
 
 
 def local(cmd: list[str]) -> list[str]:
@@ -169,29 +142,9 @@ def server(static_root, tmp_path_factory):
             **({"REDIS_URL": os.environ["REDIS_URL"]} if os.environ.get("REDIS_URL") else {}),
         }
     )
-    log_path = tmp / "gunicorn.log"
-    with log_path.open("wb") as log_file:
-        process = subprocess.Popen(
-            local(GUNICORN_CMD), cwd=BASE_DIR, env=env, stdout=log_file, stderr=subprocess.STDOUT
-        )
-    try:
-
-        def answers() -> bool:
-            assert process.poll() is None, f"gunicorn exited: {log_path.read_text()}"
-            try:
-                return call(port, "GET", "/healthz")[0] == 200
-            except OSError:
-                return False
-
-        wait_for(answers, timeout=20, what="gunicorn answering /healthz")
-        yield SimpleNamespace(port=port, log=log_path, env=env, metrics_dir=tmp / "metrics")
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+    with start_gunicorn(local(GUNICORN_CMD)[1:], env=env, log=tmp / "gunicorn.log") as server:
+        server.metrics_dir = tmp / "metrics"
+        yield server
 
 
 @pytest.mark.server
@@ -254,9 +207,12 @@ def test_metrics_add_up_across_workers_and_the_log_is_json_request_lines(server)
     assert len(list(server.metrics_dir.glob("counter_*.db"))) >= 1
     assert call(server.port, "GET", "/metrics")[0] == 401
 
-    time.sleep(0.2)
-    lines = [json.loads(line) for line in server.log.read_text().splitlines() if line.startswith("{")]
-    requests = {line["trace_id"]: line for line in lines if line["logger"] == "chat.request"}
+    def logged_requests() -> dict:
+        lines = [json.loads(line) for line in server.log.read_text().splitlines() if line.startswith("{")]
+        requests = {line["trace_id"]: line for line in lines if line["logger"] == "chat.request"}
+        return requests if all(f"multi-{i}" in requests for i in range(40)) else None
+
+    requests = poll_until(logged_requests, timeout=5, what="40 request lines in the log")
     for i in range(40):
         line = requests[f"multi-{i}"]
         assert (line["method"], line["route"], line["status"], line["user"]) == ("GET", "healthz", 200, "anonymous")

@@ -4,19 +4,9 @@ import uuid
 
 import pytest
 
+from tests.support import assert_envelope
+
 URL = "/api/chat/messages"
-
-
-def assert_envelope(response, status: int, code: str):
-    assert response.status_code == status
-    assert response["Content-Type"].startswith("application/json")
-    body = response.json()
-    assert set(body) == {"success", "message", "data", "error", "meta", "trace_id", "timestamp"}
-    assert body["success"] is False and body["data"] is None and body["meta"] is None
-    assert body["error"]["code"] == code
-    assert body["trace_id"] == response["X-Request-ID"]
-    assert body["timestamp"].endswith("Z")
-    return body
 
 
 def test_unknown_url_is_a_not_found_envelope(anon):

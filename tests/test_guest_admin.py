@@ -7,7 +7,7 @@ from django.test import Client
 
 from accounts.models import User
 from chat.models import ChatMessage, ChatSession
-from tests.conftest import ApiClient, make_user
+from tests.support import ApiClient, make_user
 
 pytestmark = pytest.mark.django_db
 

@@ -8,10 +8,9 @@ import pytest
 from chat import selectors, services
 from chat.models import ChatMessage, ChatSession, Role
 from chat.selectors import guest as guest_selectors
-from tests.conftest import ApiClient
+from tests.support import ApiClient, assert_envelope
 
 CREATE = "/api/v1/chat/guest/sessions"
-ENVELOPE_KEYS = {"success", "message", "data", "error", "meta", "trace_id", "timestamp"}
 RESOURCE_KEYS = {"id", "message_id", "role", "content", "contentType", "timestamp"}
 TIMESTAMP_RE = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z")
 
@@ -24,22 +23,6 @@ def messages_url(key) -> str:
 
 def replies_url(key) -> str:
     return f"/api/v1/chat/guest/{key}/replies"
-
-
-def assert_envelope(response, *, status: int, message: str | None = None) -> dict:
-    assert response.status_code == status, response.content
-    body = response.json()
-    assert set(body) == ENVELOPE_KEYS
-    assert body["success"] is (status < 400)
-    assert TIMESTAMP_RE.fullmatch(body["timestamp"])
-    assert body["trace_id"] == response["X-Request-ID"]
-    if message is not None:
-        assert body["message"] == message
-    if status < 400:
-        assert body["error"] is None
-    else:
-        assert body["data"] is None
-    return body
 
 
 def assert_not_found(response) -> None:

@@ -12,7 +12,7 @@ import pytest
 from django.db import connection
 
 from chat.models import ChatMessage, ChatSession
-from tests.conftest import ApiClient
+from tests.support import ApiClient
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 

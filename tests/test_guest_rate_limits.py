@@ -1,11 +1,9 @@
 """The guest limits of API.md, through the real guest URLs."""
 
-from datetime import datetime
-
 import pytest
 
 from chat import throttles
-from tests.conftest import ApiClient
+from tests.support import ApiClient, FakeClock, assert_429
 
 CREATE = "/api/v1/chat/guest/sessions"
 
@@ -15,21 +13,11 @@ pytestmark = pytest.mark.django_db
 @pytest.fixture(autouse=True)
 def steady_clock(monkeypatch):
     """Mid-hour and mid-minute, so that no burst straddles two windows."""
-    now = datetime.fromisoformat("2025-08-07T09:15:30+00:00").timestamp()
-    monkeypatch.setattr(throttles.limiter, "clock", lambda: now)
+    monkeypatch.setattr(throttles.limiter, "clock", FakeClock("2025-08-07T09:15:30+00:00"))
 
 
 def create(client, **extra) -> str:
     return client.generic("POST", CREATE, **extra).json()["data"]["session_key"]
-
-
-def assert_429(response, *, limit: int) -> None:
-    assert response.status_code == 429
-    body = response.json()
-    assert body["error"]["code"] == "RATE_LIMIT_EXCEEDED" and body["data"] is None
-    assert body["error"]["details"] == {"retry_after": int(response["Retry-After"])}
-    assert response["X-RateLimit-Limit"] == str(limit)
-    assert response["X-RateLimit-Remaining"] == "0"
 
 
 def test_a_guest_session_is_polled_60_times_a_minute_then_429():

@@ -4,15 +4,7 @@ import pytest
 from django.db import connection
 from django.test import Client, override_settings
 
-from tests.conftest import ApiClient
-
-DEAD_REDIS = {
-    "default": {
-        "BACKEND": "django_redis.cache.RedisCache",
-        "LOCATION": "redis://127.0.0.1:1/0",  # nothing listens on port 1: refused at once
-        "OPTIONS": {"SOCKET_CONNECT_TIMEOUT": 0.25, "SOCKET_TIMEOUT": 0.25},
-    }
-}
+from tests.support import DEAD_REDIS, ApiClient
 
 
 def test_healthz_answers_200_without_touching_the_database(staff, django_assert_num_queries):

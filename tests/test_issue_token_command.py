@@ -6,7 +6,7 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from accounts.models import User
-from tests.conftest import ApiClient
+from tests.support import ApiClient
 
 
 def issue_token(*args) -> list[str]:

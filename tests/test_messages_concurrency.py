@@ -7,7 +7,7 @@ import pytest
 from django.db import connection
 
 from chat.models import ChatMessage, ChatSession
-from tests.conftest import ApiClient
+from tests.support import ApiClient
 
 URL = "/api/chat/messages"
 

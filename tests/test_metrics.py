@@ -10,8 +10,7 @@ from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 
 from chat import metrics
-from tests.conftest import ApiClient
-from tests.test_health import DEAD_REDIS
+from tests.support import DEAD_REDIS, ApiClient
 
 METRICS_TOKEN = "metrics-bearer-for-tests-0123456789"
 

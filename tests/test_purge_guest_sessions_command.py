@@ -10,7 +10,7 @@ from django.utils import timezone
 from chat import services
 from chat.exceptions import NotFound
 from chat.models import ChatMessage, ChatSession
-from tests.conftest import ApiClient
+from tests.support import ApiClient
 
 pytestmark = pytest.mark.django_db
 

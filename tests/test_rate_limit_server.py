@@ -1,77 +1,21 @@
 """The limiter against real processes: gunicorn workers sharing Redis, and a Redis that goes away."""
 
-import http.client
 import json
 import logging
 import os
-import shutil
 import signal
-import socket
-import subprocess
-import sys
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
-from urllib.parse import quote
 
 import pytest
-import redis
 from django.db import connection
 from django.test import override_settings
 
 from chat import throttles
-from tests.conftest import ApiClient, skip_or_fail
+from tests.support import ApiClient, call, get, outside_a_window_edge, shared_database_url, start_gunicorn, start_redis
 
 SESSIONS = "/api/chat/sessions"
-BASE_DIR = Path(__file__).resolve().parent.parent
-GUNICORN = Path(sys.executable).parent / "gunicorn"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_for(condition, *, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"{what} did not happen within {timeout} s")
-
-
-def call(port: int, method: str, path: str, headers: dict | None = None, body: bytes | None = None):
-    """(status, headers, body) of one request on a connection of its own."""
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-    try:
-        conn.request(method, path, body=body, headers=headers or {})
-        response = conn.getresponse()
-        return response.status, dict(response.getheaders()), response.read()
-    finally:
-        conn.close()
-
-
-def get(port: int, path: str, headers: dict | None = None) -> tuple[int, dict]:
-    status, headers, _ = call(port, "GET", path, headers)
-    return status, headers
-
-
-def outside_a_window_edge(period: int, margin: float = 5.0) -> None:
-    """Wait until the fixed window of `period` seconds has `margin` seconds left at least,
-    so that a burst is counted in one window."""
-    left = period - time.time() % period
-    if left < margin:
-        time.sleep(left + 0.05)
-
-
-def shared_database_url() -> str:
-    """The test run's own database, so that the server sees the test's users."""
-    db = connection.settings_dict
-    credentials = quote(db["USER"] or "", safe="") + (":" + quote(db["PASSWORD"], safe="") if db["PASSWORD"] else "")
-    return f"postgres://{credentials}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{quote(db['NAME'], safe='')}"
 
 
 @pytest.fixture(scope="module")
@@ -82,10 +26,9 @@ def gunicorn(django_db_setup, tmp_path_factory):
     gunicorn.conf.py (picked up from the working directory), as production does.
     """
     tmp_path = tmp_path_factory.mktemp("gunicorn")
-    port = free_port()
     env = {
         **os.environ,
-        "DATABASE_URL": shared_database_url(),
+        "DATABASE_URL": shared_database_url(connection.settings_dict),
         "REDIS_URL": os.environ["REDIS_URL"],
         "SECRET_KEY": "test-only-secret-key-not-for-production",
         "ALLOWED_HOSTS": "127.0.0.1",
@@ -93,33 +36,12 @@ def gunicorn(django_db_setup, tmp_path_factory):
         "LOG_LEVEL": "WARNING",
     }
     env = {key: value for key, value in env.items() if not key.startswith("RATE_LIMIT_")}
-    log = tmp_path / "gunicorn.log"
-    with log.open("wb") as log_file:
-        process = subprocess.Popen(
-            [str(GUNICORN), "chatsite.wsgi", "-w", "3", "-b", f"127.0.0.1:{port}", "--timeout", "30"],
-            cwd=BASE_DIR,
-            env=env,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-        )
-    try:
-
-        def answers() -> bool:
-            try:
-                return get(port, "/not-a-page")[0] == 404  # not a limited endpoint
-            except OSError:
-                return False
-
-        wait_for(answers, timeout=20, what=f"gunicorn answering (log: {log})")
-        yield port
-    finally:
-        # Quick shutdown: its database connections must close before pytest drops the database.
-        process.send_signal(signal.SIGINT)
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+    args = ["chatsite.wsgi", "-w", "3", "--timeout", "30"]
+    # /not-a-page: not a limited endpoint, so waiting for it spends no budget.
+    with start_gunicorn(
+        args, env=env, log=tmp_path / "gunicorn.log", ready_path="/not-a-page", ready_status=404
+    ) as server:
+        yield server.port
 
 
 def fire(port: int, count: int, path: str, headers: dict) -> list[tuple[int, dict]]:
@@ -165,40 +87,16 @@ def test_three_workers_together_admit_exactly_the_guest_poll_limit(gunicorn):
 
 @pytest.fixture
 def own_redis():
-    binary = shutil.which("redis-server")
-    if binary is None:
-        skip_or_fail("needs the redis-server binary on PATH")
-    port = free_port()
-    process = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    client = redis.Redis(port=port, socket_timeout=0.5, socket_connect_timeout=0.5)
-
-    def pings() -> bool:
-        try:
-            return client.ping()
-        except redis.RedisError:
-            return False
-
-    try:
-        wait_for(pings, timeout=10, what="redis-server answering")
+    with start_redis() as server:
         caches = {
             "default": {
                 "BACKEND": "django_redis.cache.RedisCache",
-                "LOCATION": f"redis://127.0.0.1:{port}/0",
+                "LOCATION": server.url,
                 "OPTIONS": {"SOCKET_CONNECT_TIMEOUT": 0.2, "SOCKET_TIMEOUT": 0.2},
             }
         }
         with override_settings(CACHES=caches):
-            yield process
-    finally:
-        client.close()
-        if process.poll() is None:
-            os.kill(process.pid, signal.SIGCONT)
-            process.kill()
-        process.wait()
+            yield server.process
 
 
 @pytest.fixture

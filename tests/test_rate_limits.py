@@ -18,7 +18,7 @@ from rest_framework.response import Response
 from accounts.models import Tier
 from chat import throttles
 from chat.api.base import ApiView
-from tests.conftest import ApiClient, make_user
+from tests.support import ApiClient, FakeClock, assert_429, assert_rate_headers, make_user
 
 SESSIONS = "/api/chat/sessions"
 MESSAGES = "/api/chat/messages"
@@ -29,24 +29,6 @@ def remaining(response) -> int:
     return int(response["X-RateLimit-Remaining"])
 
 
-def assert_rate_headers(response, *, limit: int, left: int) -> None:
-    assert response["X-RateLimit-Limit"] == str(limit)
-    assert response["X-RateLimit-Remaining"] == str(left)
-    datetime.strptime(response["X-RateLimit-Reset"], "%Y-%m-%dT%H:%M:%S.%fZ")
-    assert response["X-RateLimit-Reset"][-5:-1].startswith(".")  # milliseconds
-
-
-def assert_429(response, *, limit: int) -> None:
-    assert response.status_code == 429
-    body = response.json()
-    assert body["success"] is False and body["data"] is None
-    assert body["error"]["code"] == "RATE_LIMIT_EXCEEDED"
-    retry_after = int(response["Retry-After"])
-    assert retry_after >= 1
-    assert body["error"]["details"] == {"retry_after": retry_after}
-    assert_rate_headers(response, limit=limit, left=0)
-
-
 @pytest.fixture
 def limits(settings):
     """Set some limits for one test; the rest keep their defaults."""
@@ -55,14 +37,6 @@ def limits(settings):
         settings.RATE_LIMITS = {**settings.RATE_LIMITS, **{k.replace("__", ":"): v for k, v in rates.items()}}
 
     return set_limits
-
-
-class FakeClock:
-    def __init__(self, iso: str):
-        self.now = datetime.fromisoformat(iso).timestamp()
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture(autouse=True)

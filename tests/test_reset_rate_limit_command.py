@@ -6,8 +6,7 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from chat import throttles
-from tests.conftest import ApiClient
-from tests.test_rate_limits import FakeClock
+from tests.support import ApiClient, FakeClock
 
 SESSIONS = "/api/chat/sessions"
 

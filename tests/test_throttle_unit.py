@@ -13,19 +13,12 @@ from redis.connection import AbstractConnection
 from chat import throttles
 from chat.net import client_ip
 from chat.throttles import CacheCounter, FailureLog, Limit, RateLimiter, RedisCounter, counter_identity, parse_rate
+from tests.support import FakeClock
 
 
 def at(text: str) -> float:
     """Epoch seconds of a UTC time like '09:15:00.250' on 2025-08-07."""
     return datetime.fromisoformat(f"2025-08-07T{text}+00:00").timestamp()
-
-
-class FakeClock:
-    def __init__(self, now: float):
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture

@@ -1,0 +1,262 @@
+"""The one home of what several test modules share: personas' client, fakes, servers, waits, asserts.
+
+Test modules import from here (never from one another, never from conftest):
+
+- ApiClient, make_user, skip_or_fail: the test client with tokens, the personas' maker,
+  and the skip that becomes a failure under CI;
+- FakeClock: a clock the test moves by hand (the limiter's and the failure log's);
+- free_port, poll_until, call, get: real sockets, a wait that polls instead of sleeping,
+  one HTTP request on a connection of its own;
+- start_gunicorn, start_redis, shared_database_url: servers of a test's own on free ports;
+- assert_envelope, assert_rate_headers, assert_429: the contract's envelope and limit headers.
+"""
+
+import contextlib
+import http.client
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+from types import SimpleNamespace
+from urllib.parse import quote
+
+import pytest
+import redis
+from django.test import Client
+
+from accounts.models import Tier, User
+from accounts.services import token_for
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+GUNICORN = BIN / "gunicorn"
+
+# Under CI, a test that needs PostgreSQL or Redis fails instead of skipping, so
+# nothing silently stops being tested. The embedded run of .ci/run (SQLite and
+# the in-process cache) sets REQUIRE_SERVICES=0: the run before it covered them.
+REQUIRE_SERVICES = os.environ.get("REQUIRE_SERVICES", os.environ.get("CI", "")).lower() in {"1", "true", "yes"}
+
+
+def skip_or_fail(reason: str) -> None:
+    if REQUIRE_SERVICES:
+        pytest.fail(f"{reason} (REQUIRE_SERVICES is set: this must not skip)", pytrace=False)
+    pytest.skip(reason)
+
+
+# Clients and personas.
+
+
+class ApiClient(Client):
+    """Django's test client with JSON bodies and an optional API token."""
+
+    def __init__(self, token: str | None = None, **defaults):
+        if token:
+            defaults.setdefault("HTTP_AUTHORIZATION", f"Token {token}")
+        super().__init__(**defaults)
+
+    def post_json(self, path, data=None, **extra):
+        return self.post(path, data, content_type="application/json", **extra)
+
+
+def make_user(username: str, *, tier: str = Tier.FREE, is_staff: bool = False) -> User:
+    user = User.objects.create_user(username=username, password=None, tier=tier, is_staff=is_staff)
+    user.api_token = token_for(user=user).key
+    return user
+
+
+# Fakes.
+
+
+class FakeClock:
+    """A clock that stands still until the test moves `now`: epoch seconds, or an ISO time to start at."""
+
+    def __init__(self, now: float | str):
+        self.now = datetime.fromisoformat(now).timestamp() if isinstance(now, str) else float(now)
+
+    def __call__(self) -> float:
+        return self.now
+
+
+# A Redis nobody listens on: connections are refused at once.
+DEAD_REDIS = {
+    "default": {
+        "BACKEND": "django_redis.cache.RedisCache",
+        "LOCATION": "redis://127.0.0.1:1/0",  # nothing listens on port 1
+        "OPTIONS": {"SOCKET_CONNECT_TIMEOUT": 0.25, "SOCKET_TIMEOUT": 0.25},
+    }
+}
+
+
+# Sockets, waits and HTTP.
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def poll_until(condition, *, timeout: float, what: str, interval: float = 0.05):
+    """Call `condition` until it returns something true (returned), or fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = condition()
+        if result:
+            return result
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"{what} did not happen within {timeout} s")
+        time.sleep(interval)
+
+
+def call(
+    port: int, method: str, path: str, headers: dict | None = None, body: bytes | None = None, *, timeout: float = 30
+) -> tuple[int, dict, bytes]:
+    """(status, headers, body) of one request on a connection of its own."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        conn.request(method, path, body=body, headers=headers or {})
+        response = conn.getresponse()
+        return response.status, dict(response.getheaders()), response.read()
+    finally:
+        conn.close()
+
+
+def get(port: int, path: str, headers: dict | None = None) -> tuple[int, dict]:
+    status, headers, _ = call(port, "GET", path, headers)
+    return status, headers
+
+
+def outside_a_window_edge(period: int, margin: float = 5.0) -> None:
+    """Return once the fixed window of `period` seconds has `margin` seconds left at least,
+    so that a burst against a real server is counted in one window."""
+    poll_until(lambda: period - time.time() % period >= margin, timeout=margin + 1, what="a fresh rate window")
+
+
+# Servers of a test's own.
+
+
+def shared_database_url(settings_dict: dict) -> str:
+    """A URL for the test run's own PostgreSQL database (connection.settings_dict), for a server it starts."""
+    db = settings_dict
+    credentials = quote(db["USER"] or "", safe="") + (":" + quote(db["PASSWORD"], safe="") if db["PASSWORD"] else "")
+    return f"postgres://{credentials}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{quote(db['NAME'], safe='')}"
+
+
+def stop(process: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = 10) -> None:
+    """Stop a server the test started (and only that one), killing it if it does not go."""
+    if process.poll() is None:
+        process.send_signal(sig)
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+@contextlib.contextmanager
+def start_gunicorn(args: list[str], *, env: dict, log: Path, ready_path: str = "/healthz", ready_status=200):
+    """gunicorn `args` (its app, -c, -w ...) run from the project directory with `env`; yields once it answers.
+
+    Binds a free port unless `args` or env's GUNICORN_BIND name one. Its output goes
+    to `log`. Stopped with SIGINT (a quick shutdown: database connections close
+    before pytest drops the database).
+    """
+    port = free_port()
+    env = {"GUNICORN_BIND": f"127.0.0.1:{port}", "PORT": str(port), **env}
+    port = int(env["GUNICORN_BIND"].rsplit(":", 1)[1])
+    with log.open("wb") as log_file:
+        process = subprocess.Popen(
+            [str(GUNICORN), *args], cwd=BASE_DIR, env=env, stdout=log_file, stderr=subprocess.STDOUT
+        )
+    try:
+
+        def answers() -> bool:
+            assert process.poll() is None, f"gunicorn exited: {log.read_text()}"
+            try:
+                return call(port, "GET", ready_path, timeout=5)[0] == ready_status
+            except OSError:
+                return False
+
+        poll_until(answers, timeout=30, what=f"gunicorn answering {ready_path} (log: {log})")
+        yield SimpleNamespace(port=port, process=process, log=log, env=env)
+    finally:
+        stop(process, signal.SIGINT)
+
+
+@contextlib.contextmanager
+def start_redis():
+    """A redis-server of the test's own on a free port, which the test may kill or pause."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        skip_or_fail("needs the redis-server binary on PATH")
+    port = free_port()
+    process = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    client = redis.Redis(port=port, socket_timeout=0.5, socket_connect_timeout=0.5)
+
+    def pings() -> bool:
+        try:
+            return client.ping()
+        except redis.RedisError:
+            return False
+
+    try:
+        poll_until(pings, timeout=10, what="redis-server answering")
+        yield SimpleNamespace(port=port, process=process, url=f"redis://127.0.0.1:{port}/0")
+    finally:
+        client.close()
+        if process.poll() is None:
+            os.kill(process.pid, signal.SIGCONT)  # a paused one must run to die
+            process.kill()
+        process.wait()
+
+
+# The contract's envelope and rate-limit headers.
+
+ENVELOPE_KEYS = {"success", "message", "data", "error", "meta", "trace_id", "timestamp"}
+
+
+def assert_envelope(response, status: int, code: str | None = None, *, message: str | None = None) -> dict:
+    """The envelope of API.md: its keys, success, trace id and timestamp; an error's code. Returns the body."""
+    assert response.status_code == status, response.content
+    assert response["Content-Type"].startswith("application/json")
+    body = response.json()
+    assert set(body) == ENVELOPE_KEYS
+    assert body["success"] is (status < 400)
+    assert body["trace_id"] == response["X-Request-ID"]
+    datetime.strptime(body["timestamp"], "%Y-%m-%dT%H:%M:%S.%fZ")
+    if status < 400:
+        assert body["error"] is None
+    else:
+        assert body["data"] is None and body["meta"] is None
+    if code is not None:
+        assert body["error"]["code"] == code
+    if message is not None:
+        assert body["message"] == message
+    return body
+
+
+def assert_rate_headers(response, *, limit: int, left: int) -> None:
+    assert response["X-RateLimit-Limit"] == str(limit)
+    assert response["X-RateLimit-Remaining"] == str(left)
+    datetime.strptime(response["X-RateLimit-Reset"], "%Y-%m-%dT%H:%M:%S.%fZ")
+    assert response["X-RateLimit-Reset"][-5:-1].startswith(".")  # milliseconds
+
+
+def assert_429(response, *, limit: int | None = None) -> dict:
+    """The envelope's 429: Retry-After of at least a second, equal to details.retry_after; with `limit`, the headers."""
+    body = assert_envelope(response, 429, "RATE_LIMIT_EXCEEDED")
+    retry_after = int(response["Retry-After"])
+    assert retry_after >= 1
+    assert body["error"]["details"] == {"retry_after": retry_after}
+    if limit is not None:
+        assert_rate_headers(response, limit=limit, left=0)
+    return body
