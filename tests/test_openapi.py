@@ -1,6 +1,8 @@
 """The OpenAPI schema: generated without warnings, served, with a local Swagger UI."""
 
 import io
+import json
+import re
 
 import yaml
 from django.core.management import call_command
@@ -50,3 +52,35 @@ def test_schema_documents_the_operations_endpoints(anon):
     assert set(paths["/healthz"]["get"]["responses"]) == {"200", "405"}
     assert set(paths["/readyz"]["get"]["responses"]) == {"200", "503", "405"}
     assert {"200", "401", "403"} <= set(paths["/metrics"]["get"]["responses"])
+
+
+def test_swagger_ui_has_no_validator_and_the_page_names_no_other_host(anon):
+    """Swagger UI's default sends the schema to validator.swagger.io from any non-localhost host."""
+    page = anon.get("/api/docs/", HTTP_HOST="localhost").content.decode()
+    settings_json = re.search(r"const swaggerSettings = (\{.*?\});", page, re.S)
+    assert settings_json, "the page carries Swagger UI's settings"
+    assert json.loads(settings_json[1])["validatorUrl"] is None
+    # Every URL the page loads or calls is a path on this server: no scheme, no //host.
+    assert not re.search(r"(https?:)?//[A-Za-z0-9]", page), re.findall(r"\S*//\S*", page)
+    for url in re.findall(r'(?:src|href)="([^"]*)"', page):
+        assert url.startswith("/"), url
+
+
+def test_operations_are_tagged_by_the_apis_parts_not_the_urls_first_word(anon):
+    schema = anon.get("/api/schema/", HTTP_ACCEPT="application/vnd.oai.openapi+json").json()
+    tags = {
+        (path, method): operation["tags"]
+        for path, operations in schema["paths"].items()
+        for method, operation in operations.items()
+    }
+    assert tags[("/api/v1/chat/guest/sessions", "post")] == ["Guest chat"]
+    assert tags[("/api/v1/chat/guest/{session_key}/messages", "get")] == ["Guest chat"]
+    assert tags[("/api/chat/messages", "post")] == ["Messages"]
+    assert tags[("/api/chat/sessions", "get")] == ["Sessions"]
+    assert tags[("/metrics", "get")] == ["Operations"]
+    used = {tag for names in tags.values() for tag in names}
+    assert not used & {"v1", "chat", "api", "operations"}
+    # Each tag is declared once, the known parts with a description.
+    declared = {tag["name"]: tag.get("description") for tag in schema["tags"]}
+    assert set(declared) == used
+    assert all(declared[name] for name in ("Guest chat", "Messages", "Sessions", "Operations"))

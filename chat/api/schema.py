@@ -174,6 +174,42 @@ def _json(ref: str, description: str) -> dict:
     return {"description": description, "content": {"application/json": {"schema": {"$ref": ref}}}}
 
 
+# The API's parts, as Swagger UI groups them: (path prefix, tag, what it is), first match wins.
+OPERATIONS = "Operations"
+API_PARTS = [
+    ("/api/v1/chat/guest/", "Guest chat", "A website visitor's live chat: no account, a session key; staff reply."),
+    ("/api/chat/messages", "Messages", "Save and read a session's messages (API token)."),
+    ("/api/chat/sessions", "Sessions", "The caller's chat sessions (API token)."),
+    ("/healthz", OPERATIONS, "Health, readiness and metrics for the people who run the service."),
+    ("/readyz", OPERATIONS, None),
+    ("/metrics", OPERATIONS, None),
+]
+
+
+def api_part(path: str) -> str:
+    """The tag of `path`: its part in API_PARTS, else its first word after the version ("search" -> "Search")."""
+    for prefix, tag, _ in API_PARTS:
+        if path.startswith(prefix):
+            return tag
+    words = [w for w in path.strip("/").split("/") if w not in {"api", "chat"} and not w.startswith(("v1", "{"))]
+    return words[0].replace("-", " ").capitalize() if words else OPERATIONS
+
+
+def tag_api_parts(result, generator, request, public):
+    """Tags name the API's parts ("Guest chat", "Messages"), not the URL's first word ("v1", "chat")."""
+    used = []
+    for path, operations in result["paths"].items():
+        for operation in operations.values():
+            if isinstance(operation, dict):
+                operation["tags"] = [api_part(path)]
+                used.append(operation["tags"][0])
+    described = {tag: text for _, tag, text in API_PARTS if text}
+    result["tags"] = [
+        {"name": tag, **({"description": described[tag]} if tag in described else {})} for tag in dict.fromkeys(used)
+    ]
+    return result
+
+
 _ERROR = "#/components/schemas/ErrorEnvelope"
 _STATUS = "#/components/schemas/StatusEnvelope"
 _NOT_ALLOWED = _json(_ERROR, "Any method but GET and HEAD (METHOD_NOT_ALLOWED)")
@@ -184,7 +220,7 @@ OPERATIONS_PATHS = {
     "/healthz": {
         "get": {
             "operationId": "healthz",
-            "tags": ["operations"],
+            "tags": [OPERATIONS],
             "description": "The process is up. Checks no dependency.",
             "security": [],
             "responses": {"200": _json(_STATUS, "Up: data is {status: ok}"), "405": _NOT_ALLOWED},
@@ -193,7 +229,7 @@ OPERATIONS_PATHS = {
     "/readyz": {
         "get": {
             "operationId": "readyz",
-            "tags": ["operations"],
+            "tags": [OPERATIONS],
             "description": "Ready for traffic: the database and the cache answer.",
             "security": [],
             "responses": {
@@ -206,7 +242,7 @@ OPERATIONS_PATHS = {
     "/metrics": {
         "get": {
             "operationId": "metrics",
-            "tags": ["operations"],
+            "tags": [OPERATIONS],
             "description": "Prometheus metrics, for staff (token or login session) or the METRICS_TOKEN bearer.",
             "security": [{"tokenAuth": []}, {"cookieAuth": []}],
             "responses": {
