@@ -5,10 +5,11 @@ import re
 import uuid
 
 from django.conf import settings
+from django.core.exceptions import ValidationError as DjangoValidationError
 from django.core.handlers.wsgi import LimitedStream
 
-from chat.api.errors import DATABASE_DOWN, error_response
-from chat.exceptions import ServiceUnavailable
+from chat.api.errors import DATABASE_DOWN, error_response, render_error
+from chat.exceptions import ApiError, ServiceUnavailable
 from chat.logging import trace_id_var
 
 TRACE_ID_RE = re.compile(r"[A-Za-z0-9._-]{1,64}")
@@ -40,15 +41,12 @@ class RequestIdMiddleware:
         return response
 
     def process_exception(self, request, exception):
-        # Outside DRF views (admin, health checks), a database outage is a 503 too.
+        # Outside DRF views (admin, health checks), a database outage is a 503 too,
+        # and a Django ValidationError (a value of the wrong shape reaching a query) a 400.
         if isinstance(exception, DATABASE_DOWN):
-            return error_response(
-                request,
-                status=ServiceUnavailable.status,
-                code=ServiceUnavailable.code,
-                message=ServiceUnavailable.message,
-                headers={"Retry-After": "5"},
-            )
+            return render_error(request, ServiceUnavailable(headers={"Retry-After": "5"}))
+        if isinstance(exception, DjangoValidationError):
+            return render_error(request, ApiError(details={"non_field_errors": exception.messages}))
         return None
 
 

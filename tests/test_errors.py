@@ -169,3 +169,29 @@ def test_a_trailing_newline_is_not_a_valid_id(as_alice):
         as_alice.post_json(URL, {"sessionId": "s1\n", "message": {"role": "user"}}), 400, "VALIDATION_ERROR"
     )
     assert "sessionId" in body["error"]["details"]
+
+
+def test_a_django_validation_error_in_an_api_view_is_a_400_envelope(as_alice, monkeypatch):
+    from django.core.exceptions import ValidationError
+
+    from chat import selectors
+
+    def refuse(**kwargs):
+        raise ValidationError("“x” value has an invalid format.")
+
+    monkeypatch.setattr(selectors, "session_messages", refuse)
+    body = assert_envelope(as_alice.get(URL, {"session_id": "s1"}), 400, "VALIDATION_ERROR")
+    assert body["error"]["details"] == {"non_field_errors": ["“x” value has an invalid format."]}
+
+
+def test_a_django_validation_error_in_a_plain_view_is_a_400_envelope(anon, monkeypatch):
+    from django.core.exceptions import ValidationError
+
+    from chat.api import health
+
+    def refuse():
+        raise ValidationError("bad value")
+
+    monkeypatch.setattr(health, "database_ready", refuse)
+    body = assert_envelope(anon.get("/readyz"), 400, "VALIDATION_ERROR")
+    assert body["error"]["details"] == {"non_field_errors": ["bad value"]}

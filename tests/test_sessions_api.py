@@ -1,7 +1,9 @@
 """GET /api/chat/sessions and DELETE /api/chat/sessions/{id}."""
 
+import base64
 from datetime import timedelta
 
+import pytest
 from django.utils import timezone
 
 from chat.models import ChatMessage, ChatSession
@@ -70,6 +72,43 @@ def test_list_is_cursor_paginated_by_50(as_alice, alice):
             break
         page = as_alice.get(page["next"]).json()
     assert seen == [f"s{i:03}" for i in range(120)]
+
+
+def cursor(raw: bytes) -> str:
+    return base64.b64encode(raw).decode()
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"p=notadate",
+        b"p=2026-01-01",  # a date, not a datetime
+        b"p=2026-01-01 10:00:00",  # no offset: not a position DRF ever hands out
+        b"p=2026-13-45 10:00:00+00:00",
+        b"p=0001-01-01 00:00:00+14:00",  # before the year 1 in UTC
+        b"p=9999-12-31 23:59:59-14:00",  # after the year 9999 in UTC
+        b"p=\x00",
+        b"o=-1",
+        b"r=x",
+        b"\xff\xfe",
+    ],
+)
+def test_a_cursor_that_is_not_a_position_is_an_invalid_cursor_never_a_crash(as_alice, alice, raw):
+    ChatSession.objects.create(id="s1", user=alice)
+    response = as_alice.get(URL, {"cursor": cursor(raw)})
+    assert response.status_code == 404, response.content
+    assert response.json()["error"]["code"] == "NOT_FOUND"
+    assert response.json()["message"] == "Invalid cursor"
+
+
+def test_a_crafted_cursor_with_a_real_position_pages_from_it(as_alice, alice):
+    now = timezone.now()
+    ChatSession.objects.create(id="new", user=alice, updated_at=now)
+    ChatSession.objects.create(id="old", user=alice, updated_at=now - timedelta(days=1))
+    position = (now - timedelta(hours=1)).isoformat().encode()
+    response = as_alice.get(URL, {"cursor": cursor(b"p=" + position.replace(b"+", b"%2B"))})
+    assert response.status_code == 200
+    assert [s["id"] for s in response.json()["results"]] == ["old"]
 
 
 def test_list_needs_credentials(anon):

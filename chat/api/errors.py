@@ -12,9 +12,11 @@ import time
 from django import db
 from django.conf import settings
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.core.exceptions import ValidationError as DjangoValidationError
 from django.http import Http404, HttpRequest, HttpResponse
 from rest_framework import exceptions as drf
 from rest_framework.response import Response
+from rest_framework.serializers import as_serializer_error
 from rest_framework.views import exception_handler as drf_exception_handler
 
 from chat.exceptions import ApiError, ServiceUnavailable
@@ -78,6 +80,13 @@ def error_response(request, *, status: int, code: str, message: str, details=Non
     return response
 
 
+def render_error(request, exc: ApiError) -> HttpResponse:
+    """The envelope of a chat.exceptions error, for plain Django views and middleware."""
+    return error_response(
+        request, status=exc.status, code=exc.code, message=exc.message, details=exc.details, headers=exc.headers
+    )
+
+
 def _message_of(exc: drf.APIException) -> str:
     detail = exc.detail
     if isinstance(detail, str):
@@ -99,6 +108,9 @@ def api_exception_handler(exc: Exception, context: dict) -> Response | None:
         exc = drf.NotFound()
     elif isinstance(exc, DjangoPermissionDenied):
         exc = drf.PermissionDenied()
+    elif isinstance(exc, DjangoValidationError):
+        # A model validator or a query given a value of the wrong shape: bad input, not a crash.
+        exc = drf.ValidationError(as_serializer_error(exc))
 
     response = drf_exception_handler(exc, context)
     if response is None:

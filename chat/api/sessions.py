@@ -1,7 +1,11 @@
 """GET /api/chat/sessions and DELETE /api/chat/sessions/{id}: the caller's session list."""
 
+from datetime import UTC
+
 from django.core.exceptions import ValidationError
+from django.utils.dateparse import parse_datetime
 from drf_spectacular.utils import extend_schema, extend_schema_serializer
+from rest_framework import exceptions as drf
 from rest_framework import serializers
 from rest_framework.pagination import CursorPagination
 from rest_framework.response import Response
@@ -16,6 +20,21 @@ from chat.models import ChatSession, client_id_validator
 class SessionCursorPagination(CursorPagination):
     page_size = 50
     ordering = ("-updated_at", "-id")
+
+    def decode_cursor(self, request):
+        """DRF's cursor, its position checked too: DRF hands any text to the filter, and a
+        position that is not an aware datetime (`p=notadate`) made the query raise, a 500.
+        """
+        cursor = super().decode_cursor(request)
+        if cursor is not None and cursor.position is not None:
+            try:
+                position = parse_datetime(cursor.position)
+                if position is None or position.tzinfo is None:
+                    raise ValueError(cursor.position)
+                position.astimezone(UTC)  # out of range once in UTC (year 1 at +14:00): OverflowError
+            except (ValueError, OverflowError):
+                raise drf.NotFound(self.invalid_cursor_message) from None
+        return cursor
 
 
 class ChatSessionListApi(ApiView):
