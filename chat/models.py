@@ -2,6 +2,7 @@
 
 import uuid
 
+import orjson
 from django.conf import settings
 from django.core.validators import RegexValidator
 from django.db import models
@@ -12,6 +13,31 @@ CLIENT_ID_PATTERN = r"^[A-Za-z0-9._:-]{1,128}\Z"
 client_id_validator = RegexValidator(CLIENT_ID_PATTERN, "Use 1-128 characters of letters, digits and . _ : -")
 
 DEFAULT_TITLE = "New Chat"
+
+# The most a message's extra keys may take, serialized as compact JSON (API.md).
+MAX_EXTRA_BYTES = 16 * 1024
+
+
+class JSONObjectField(models.TextField):
+    """A JSON object kept exactly as the client sent it: its keys in their order.
+
+    PostgreSQL `json` (text checked to be JSON), not `jsonb`, which would sort the
+    keys; text elsewhere. In Python a dict (or None); the database holds compact
+    JSON written by orjson, so its size is what the 16 KiB bound measures.
+    """
+
+    def db_type(self, connection):
+        return "json" if connection.vendor == "postgresql" else "text"
+
+    def from_db_value(self, value, expression, connection):
+        # psycopg decodes `json` itself; SQLite hands back the text.
+        return orjson.loads(value) if isinstance(value, str | bytes) else value
+
+    def to_python(self, value):
+        return orjson.loads(value) if isinstance(value, str | bytes) else value
+
+    def get_prep_value(self, value):
+        return None if value is None else orjson.dumps(value).decode()
 
 
 class Role(models.TextChoices):
@@ -100,6 +126,8 @@ class ChatMessage(models.Model):
     error_code = models.CharField(max_length=100, null=True, blank=True)
     retry_after = models.PositiveIntegerField(null=True, blank=True, help_text="seconds")
     suggestions = models.JSONField(null=True, blank=True)
+    # The keys of the message that the GET shape does not name, as sent; null if none.
+    extra = JSONObjectField(null=True, blank=True)
     # The staff member who wrote a reply to a guest; null otherwise.
     author = models.ForeignKey(
         settings.AUTH_USER_MODEL,

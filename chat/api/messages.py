@@ -1,5 +1,6 @@
 """GET and POST /api/chat/messages: the messages of the caller's sessions."""
 
+import orjson
 from drf_spectacular.utils import PolymorphicProxySerializer, extend_schema, extend_schema_serializer
 from rest_framework import serializers
 from rest_framework.response import Response
@@ -8,7 +9,7 @@ from chat import selectors, services
 from chat.api import fields
 from chat.api.base import ApiView
 from chat.api.schema import RATE_LIMIT_HEADERS, REQUEST_ID_HEADERS, errors
-from chat.models import CLIENT_ID_PATTERN, ContentType, Role
+from chat.models import CLIENT_ID_PATTERN, MAX_EXTRA_BYTES, ContentType, Role
 from chat.selectors import message_to_wire
 
 MAX_MESSAGES_PER_REQUEST = 100
@@ -26,7 +27,8 @@ def client_id_field(**kwargs) -> fields.StrictRegexField:
 
 @extend_schema_serializer(component_name="MessageInput")
 class MessageInputSerializer(serializers.Serializer):
-    """One message as a client sends it. Unknown keys are ignored."""
+    """One message as a client sends it. Keys not named here are kept as they came
+    (at most 16 KiB as compact JSON) and returned after the named ones."""
 
     id = client_id_field(source="message_id", required=False)
     role = serializers.ChoiceField(choices=Role.choices)
@@ -54,10 +56,31 @@ class MessageInputSerializer(serializers.Serializer):
         max_length=MAX_SUGGESTIONS,
     )
 
+    def to_internal_value(self, data):
+        validated = super().to_internal_value(data)
+        validated["extra"] = self.extra_keys(data)
+        return validated
+
+    def extra_keys(self, data) -> dict | None:
+        extra = {key: value for key, value in data.items() if key not in self.fields}
+        if not extra:
+            return None
+        try:
+            size = len(orjson.dumps(extra))
+        except orjson.JSONEncodeError:  # deeper than orjson writes (254 levels)
+            size = None
+        if size is None or size > MAX_EXTRA_BYTES:
+            name = f"Message {data['id']!r}" if isinstance(data.get("id"), str) else "This message"
+            raise serializers.ValidationError(
+                {"non_field_errors": [f"{name}: its extra keys must take at most {MAX_EXTRA_BYTES} bytes as JSON."]}
+            )
+        return extra
+
 
 @extend_schema_serializer(component_name="Message")
 class MessageOutputSerializer(serializers.Serializer):
-    """A stored message; every key is present, unset ones are null."""
+    """A stored message; every key is present, unset ones are null. Keys the client sent
+    that this shape does not name follow, as they came."""
 
     id = serializers.CharField()
     role = serializers.ChoiceField(choices=Role.choices)

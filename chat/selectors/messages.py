@@ -54,9 +54,17 @@ def _fetch(queryset: QuerySet) -> list[tuple]:
     return fetch_sql(*queryset.query.sql_with_params())
 
 
+def with_extra(wire: dict[str, Any], extra: dict[str, Any] | None) -> dict[str, Any]:
+    """The GET shape followed by the client's extra keys, which never replace a named one."""
+    if extra:
+        for key, value in extra.items():
+            wire.setdefault(key, value)
+    return wire
+
+
 def message_to_wire(message) -> dict[str, Any]:
-    """A stored ChatMessage in the GET shape."""
-    return {key: getattr(message, column) for key, column in MESSAGE_FIELDS.items()}
+    """A stored ChatMessage in the GET shape, its extra keys last."""
+    return with_extra({key: getattr(message, column) for key, column in MESSAGE_FIELDS.items()}, message.extra)
 
 
 def session_messages(*, user, session_id: str) -> list[dict[str, Any]]:
@@ -68,7 +76,7 @@ def session_messages(*, user, session_id: str) -> list[dict[str, Any]]:
     """
     rows = _fetch(
         ChatSession.objects.filter(pk=session_id)
-        .values_list("user_id", *(f"messages__{column}" for column in MESSAGE_FIELDS.values()))
+        .values_list("user_id", *(f"messages__{column}" for column in MESSAGE_FIELDS.values()), "messages__extra")
         .order_by("messages__timestamp", "messages__id")
     )
     if not rows:
@@ -77,10 +85,12 @@ def session_messages(*, user, session_id: str) -> list[dict[str, Any]]:
         raise Forbidden("This session belongs to someone else")
     if rows[0][1] is None:  # the LEFT JOIN found no message
         return []
-    messages = [dict(zip(_WIRE_KEYS, row[1:], strict=True)) for row in rows]
-    for message in messages:
+    messages = [dict(zip(_WIRE_KEYS, row[1:-1], strict=True)) for row in rows]
+    for message, row in zip(messages, rows, strict=True):
         if isinstance(message["suggestions"], str):  # jsonb as text (PostgreSQL path)
             message["suggestions"] = orjson.loads(message["suggestions"])
+        if row[-1] is not None:
+            with_extra(message, orjson.loads(row[-1]) if isinstance(row[-1], str) else row[-1])
     return messages
 
 

@@ -47,6 +47,7 @@ UPSERT_FIELDS = [
     "error_code",
     "retry_after",
     "suggestions",
+    "extra",
     "author",
 ]
 

@@ -36,7 +36,7 @@ class Command(BaseCommand):
         messages = (
             ChatMessage.objects.filter(session=session)
             .order_by("timestamp", "id")
-            .only(*MESSAGE_FIELDS.values())
+            .only(*MESSAGE_FIELDS.values(), "extra")
             .iterator(chunk_size=CHUNK)
         )
         # Written as it is read: a long session is never held in memory whole.
