@@ -5,7 +5,6 @@ Mounted only by bench.settings; chatsite.urls never includes it.
 
 from django.http import HttpRequest, JsonResponse
 from django.urls import include, path
-from django.views.decorators.csrf import csrf_exempt
 
 from bench import experiments
 from chatsite.urls import handler400, handler403, handler404, handler500  # noqa: F401 (Django looks them up here)
@@ -25,5 +24,3 @@ urlpatterns = [
     path("bench/bare", bare, name="bench-bare"),
     path("", include("chatsite.urls")),
 ]
-if "plain-poll-view" in APPLIED_EXPERIMENTS:  # ahead of production's route of the same path
-    urlpatterns.insert(0, path("api/v1/chat/guest/<str:session_key>/messages", csrf_exempt(experiments.guest_messages)))

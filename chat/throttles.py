@@ -8,8 +8,6 @@ A view names the limits it spends with `throttle_scopes` (see chat.api.base.ApiV
 - any other key of RATE_LIMITS listed in SCOPE_IDENTITIES, counted per the caller
   named there: the client IP or the URL's `session_key`.
 
-A plain Django view takes the same limits with the `limit_view(*scopes)` decorator.
-
 Rates are read from settings on each request (DRF copies its throttle rates at
 import, so override_settings never reaches them: DRF #6030), and the tier from
 request.user, so a tier change applies to the user's next request.
@@ -44,8 +42,7 @@ from django_redis.exceptions import ConnectionInterrupted
 from redis.commands.core import Script
 from redis.exceptions import RedisError
 
-from chat.api.errors import error_response
-from chat.exceptions import ApiError, RateLimitExceeded, ServiceUnavailable
+from chat.exceptions import RateLimitExceeded, ServiceUnavailable
 from chat.json import utc_iso
 from chat.net import client_ip
 
@@ -403,39 +400,6 @@ def check_scopes(request, scopes: Sequence[str], *, url_kwargs: dict, sender) ->
         rate_limited.send(sender=sender, scope=scope, request=http_request)
         raise RateLimitExceeded(details={"retry_after": decision.retry_after}, headers=decision.headers())
     return decision
-
-
-def limit_view(*scopes: str):
-    """The limits of ApiView.throttle_scopes for a plain Django view (a hot path that skips DRF).
-
-    Same counting, headers and 429 or 503 envelope. The view should return its
-    errors as responses (chat.api.errors.error_response): an exception escaping it
-    reaches Django's handlers, which know nothing of the headers.
-    """
-
-    def decorate(view_func):
-        @functools.wraps(view_func)
-        def limited(request, *args, **kwargs):
-            try:
-                check_scopes(request, scopes, url_kwargs=kwargs, sender=view_func)
-            except ApiError as exc:
-                response = error_response(
-                    request,
-                    status=exc.status,
-                    code=exc.code,
-                    message=exc.message,
-                    details=exc.details,
-                    headers=exc.headers,
-                )
-            else:
-                response = view_func(request, *args, **kwargs)
-            for name, value in response_headers(request).items():
-                response[name] = value
-            return response
-
-        return limited
-
-    return decorate
 
 
 def response_headers(request) -> dict[str, str]:

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 from django.core.management import call_command
-from django.http import JsonResponse
 from django.urls import path
 from redis.connection import AbstractConnection
 from rest_framework.permissions import AllowAny
@@ -228,15 +227,8 @@ class HealthApi(ApiView):
         return Response({"ok": True})
 
 
-@throttles.limit_view("guest_poll", "guest_ip")
-def plain_poll(request, session_key):
-    """A plain Django view, as a hot path that skips DRF would be."""
-    return JsonResponse({"session_key": session_key})
-
-
 urlpatterns = [
     path("poll/<str:session_key>", PollApi.as_view()),
-    path("plain-poll/<str:session_key>", plain_poll),
     path("health", HealthApi.as_view()),
 ]
 
@@ -261,22 +253,6 @@ def test_guest_scopes_count_per_session_key_and_per_ip_and_show_the_binding_one(
     flooded = guest.get("/poll/key-c")
     assert_429(flooded, limit=4)
     assert flooded.wsgi_request.rate_limit_scope == "guest_ip"
-
-
-@pytest.mark.urls("tests.test_rate_limits")
-def test_a_plain_django_view_takes_the_same_limits_headers_and_envelope(limits):
-    limits(guest_poll="2/minute")
-    guest = ApiClient()
-    answers = [guest.get("/plain-poll/key-a") for _ in range(2)]
-    assert [r.status_code for r in answers] == [200, 200]
-    assert_rate_headers(answers[1], limit=2, left=0)
-    assert answers[1].wsgi_request.rate_limit_scope == "guest_poll"
-
-    refused = guest.get("/plain-poll/key-a")
-    assert_429(refused, limit=2)
-    assert refused["Retry-After"] == "30"  # the steady clock is half a minute into its window
-    # The DRF view with the same scopes shares the counters.
-    assert guest.get("/poll/key-a").status_code == 429
 
 
 @pytest.mark.urls("tests.test_rate_limits")
