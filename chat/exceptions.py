@@ -27,6 +27,10 @@ class NotFound(ApiError):
     status, code, message = 404, "NOT_FOUND", "Not found"
 
 
+class Conflict(ApiError):
+    status, code, message = 409, "CONFLICT", "Conflicts with the stored data"
+
+
 class RateLimitExceeded(ApiError):
     status, code, message = 429, "RATE_LIMIT_EXCEEDED", "Rate limit exceeded"
 

@@ -245,6 +245,18 @@ def test_the_same_client_id_in_two_sessions_is_two_messages(guest, key):
     assert a["id"] != b["id"] and (a["content"], b["content"]) == ("a", "b")
 
 
+def test_the_id_of_a_staff_reply_is_a_conflict_not_a_retry(guest, key, as_staff):
+    reply = as_staff.post_json(replies_url(key), {"content": "staff text"}).json()["data"]
+
+    body = assert_envelope(send(guest, key, "guest text", id=reply["message_id"]), status=409)
+
+    assert body["error"] == {"code": "CONFLICT", "details": {"id": [reply["message_id"]]}}
+    assert [(m["role"], m["content"]) for m in poll(guest, key).json()["data"]] == [("assistant", "staff text")]
+    # The guest's own retry is still a retry.
+    first = send(guest, key, "mine", id="w-1").json()["data"]
+    assert send(guest, key, "mine", id="w-1").json()["data"] == first
+
+
 def test_without_an_id_every_send_is_a_new_message(guest, key):
     a = send(guest, key, "same").json()["data"]
     b = send(guest, key, "same").json()["data"]

@@ -4,10 +4,11 @@ import threading
 from collections import Counter
 
 import pytest
-from django.db import connection
+from django.db import connection, transaction
 
+from chat import services
 from chat.models import ChatMessage, ChatSession
-from tests.support import ApiClient
+from tests.support import ApiClient, poll_until
 
 URL = "/api/chat/messages"
 
@@ -123,3 +124,53 @@ def test_deleting_a_session_while_messages_are_posted_leaves_no_orphans(alice):
     assert orphans == 0
     for session in ChatSession.objects.all():
         assert session.message_count == ChatMessage.objects.filter(session=session).count()
+
+
+def test_updated_at_never_moves_backwards_when_a_writer_waited_for_the_lock(alice):
+    """A writer waiting for the session's lock reads the time once it holds it, not before."""
+    services.messages_save(user=alice, session_id="s1", messages=[{"message_id": "first", "role": "user"}])
+    locked, release = threading.Event(), threading.Event()
+    errors: list = []
+
+    def holder() -> None:  # holds the lock while the other writer queues, then writes
+        try:
+            with transaction.atomic():
+                services.session_lock(session_id="s1")
+                locked.set()
+                release.wait(timeout=10)
+                services.messages_save(user=alice, session_id="s1", messages=[{"message_id": "h", "role": "user"}])
+        except Exception as exc:
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    def waiter() -> None:
+        try:
+            locked.wait(timeout=10)
+            services.messages_save(user=alice, session_id="s1", messages=[{"message_id": "w", "role": "user"}])
+        except Exception as exc:
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=holder), threading.Thread(target=waiter)]
+    for thread in threads:
+        thread.start()
+
+    def waiter_is_blocked() -> bool:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
+            )
+            return cursor.fetchone()[0] == 1
+
+    poll_until(waiter_is_blocked, timeout=10, what="the second writer waiting for the session's lock")
+    release.set()
+    for thread in threads:
+        thread.join(timeout=30)
+
+    assert errors == []
+    session = ChatSession.objects.get(pk="s1")
+    written = dict(ChatMessage.objects.filter(session=session).values_list("message_id", "created_at"))
+    assert written["w"] > written["h"]  # the waiter wrote last, at a later time
+    assert session.updated_at == written["w"]

@@ -189,9 +189,12 @@ class GuestMessagesApi(GuestView):
         parameters=[SESSION_KEY_PARAMETER, *REQUEST_ID_HEADERS, *RATE_LIMIT_HEADERS],
         responses={
             201: envelope_serializer("GuestMessageSent", ChatMessageResourceSerializer()),
-            **errors(400, 404, 413, 415, 429, 500, 503),
+            **errors(400, 404, 409, 413, 415, 429, 500, 503),
         },
-        description="Send a message as the guest (role `user`). A retry with the same `id` stores nothing new.",
+        description=(
+            "Send a message as the guest (role `user`). A retry with the same `id` stores nothing new; "
+            "an `id` of another role's message (a staff reply) is a 409."
+        ),
     )
     def post(self, request, session_key: str):
         key = parse_session_key(session_key)

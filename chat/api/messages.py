@@ -146,9 +146,7 @@ class ChatMessagesApi(ApiView):
                     {"non_field_errors": ["Send exactly one of `message` or `messages`."]}
                 )
             messages = [attrs["message"]] if "message" in attrs else attrs["messages"]
-            ids = [m["message_id"] for m in messages if m.get("message_id")]
-            if len(ids) != len(set(ids)):
-                raise serializers.ValidationError({"messages": ["Two messages share one `id`."]})
+            # Two messages sharing one `id` are refused by the service (services.session_messages_write).
             return {"session_id": attrs["sessionId"], "session_title": attrs.get("sessionTitle"), "messages": messages}
 
     @extend_schema_serializer(component_name="SaveMessagesResponse")

@@ -6,7 +6,7 @@ import uuid
 from django.db import transaction
 from django.utils import timezone
 
-from chat.exceptions import Forbidden, NotFound
+from chat.exceptions import Conflict, Forbidden, NotFound
 from chat.models import DEFAULT_TITLE, ChatMessage, ChatSession, Role
 from chat.services.messages import new_message_id, session_messages_write, title_for
 
@@ -37,23 +37,25 @@ def _guest_session_lock(*, session_key: uuid.UUID) -> ChatSession:
 def guest_message_send(*, session_key: uuid.UUID, content: str, message_id: str | None = None) -> ChatMessage:
     """Store a guest's message. A retried `message_id` returns the message as first stored.
 
+    A retry is the guest's own earlier send: the id of a message of another role
+    (a staff reply) is a Conflict, never an answer with that message.
     The session's row lock is held from the look-up to the insert, so a retry racing
     its original finds it, and message ids commit in order (a poller misses none).
     """
-    now = timezone.now()
     with transaction.atomic():
         session = _guest_session_lock(session_key=session_key)
         if message_id is not None:
             stored = ChatMessage.objects.filter(session=session, message_id=message_id).first()
-            if stored is not None:
+            if stored is not None and stored.role == Role.USER:
                 return stored
+            if stored is not None:
+                raise Conflict("This id belongs to another message of the session", details={"id": [message_id]})
         title = None
         if session.message_count == 0 and session.title == DEFAULT_TITLE:
             title = title_for(session_title=None, messages=[{"role": Role.USER, "content": content}])
         [message] = session_messages_write(
             session=session,
             messages=[{"message_id": message_id or new_message_id(), "role": Role.USER, "content": content}],
-            now=now,
             title=title,
             source="guest",
         )
@@ -67,13 +69,11 @@ def guest_reply_send(*, session_key: uuid.UUID, staff_user, content: str, source
     """
     if not (staff_user.is_active and staff_user.is_staff):
         raise Forbidden("Only staff can reply to guests")
-    now = timezone.now()
     with transaction.atomic():
         session = _guest_session_lock(session_key=session_key)
         [message] = session_messages_write(
             session=session,
             messages=[{"message_id": new_message_id(), "role": Role.ASSISTANT, "content": content}],
-            now=now,
             author=staff_user,
             source=source,
         )

@@ -13,7 +13,6 @@ rules that make the data trustworthy live in one place:
 import functools
 import uuid
 from collections.abc import Sequence
-from datetime import datetime
 from typing import Any
 
 from django.db import transaction
@@ -21,7 +20,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from chat import metrics
-from chat.exceptions import Forbidden, NotFound
+from chat.exceptions import ApiError, Forbidden, NotFound
 from chat.models import DEFAULT_TITLE, ChatMessage, ChatSession, Role
 
 TITLE_LENGTH = 50
@@ -79,45 +78,61 @@ def session_lock(*, session_id: str) -> ChatSession | None:
     return ChatSession.objects.select_for_update().filter(pk=session_id).first()
 
 
-def session_lock_or_create(*, session_id: str, user, title: str, now: datetime) -> ChatSession:
-    """The session, locked; created for `user` first if it does not exist.
+def session_lock_or_create(*, session_id: str, user, title: str) -> tuple[ChatSession, bool]:
+    """The session, locked, and whether this transaction made it; made for `user` first if it does not exist.
 
     Two requests creating the same new session race safely: the insert that
     loses is a no-op (ON CONFLICT DO NOTHING), and both then wait on one row lock.
-    A session deleted between that insert and the lock is simply made again.
+    The winner is told by the session_key it wrote (a new UUID4). A session
+    deleted between that insert and the lock is simply made again.
     """
     while True:
         session = session_lock(session_id=session_id)
         if session is not None:
-            return session
+            return session, False
+        now, key = timezone.now(), uuid.uuid4()
         ChatSession.objects.bulk_create(
-            [ChatSession(id=session_id, user=user, title=title, created_at=now, updated_at=now)],
+            [ChatSession(id=session_id, user=user, title=title, session_key=key, created_at=now, updated_at=now)],
             ignore_conflicts=True,
         )
+        session = session_lock(session_id=session_id)
+        if session is not None:
+            return session, session.session_key == key
 
 
 def session_messages_write(
     *,
     session: ChatSession,
     messages: Sequence[dict[str, Any]],
-    now: datetime,
     source: str,
     title: str | None = None,
     author=None,
+    new_session: bool = False,
 ) -> list[ChatMessage]:
     """Upsert `messages` into `session` and move its statistics.
 
     The caller holds the session's row lock in the current transaction. A message
     whose id exists in the session replaces it; a missing timestamp keeps the
-    stored one (or is the receipt time for a new message).
+    stored one (or is the receipt time for a new message). Two messages with one
+    id in `messages` are refused (one statement cannot upsert a row twice).
+    `new_session`: this transaction made the session, so nothing is stored in it yet.
+
+    The time is read here, under the lock: read before waiting for it, a writer
+    that waited would set an `updated_at` older than the one it waited for.
     """
+    ids = [m["message_id"] for m in messages]
+    if len(ids) != len(set(ids)):
+        raise ApiError(details={"messages": ["Two messages share one `id`."]})
+    now = timezone.now()
+    # Asked whatever message_count says (a statistic, not the truth); skipped only
+    # for a session this transaction made, which no one else can see yet.
     existing: dict[str, ChatMessage] = {}
-    if session.message_count:
+    if not new_session:
         existing = {
             m.message_id: m
-            for m in ChatMessage.objects.filter(
-                session=session, message_id__in=[m["message_id"] for m in messages]
-            ).only("id", "message_id", "total_tokens", "timestamp")
+            for m in ChatMessage.objects.filter(session=session, message_id__in=ids).only(
+                "id", "message_id", "total_tokens", "timestamp"
+            )
         }
 
     rows = []
@@ -188,20 +203,18 @@ def messages_save(
     refused before anything is written.
     """
     messages = [m if m.get("message_id") else {**m, "message_id": new_message_id()} for m in messages]
-    now = timezone.now()
     with transaction.atomic():
-        session = session_lock_or_create(
-            session_id=session_id,
-            user=user,
-            title=title_for(session_title=session_title, messages=messages),
-            now=now,
+        session, created = session_lock_or_create(
+            session_id=session_id, user=user, title=title_for(session_title=session_title, messages=messages)
         )
         if session.user_id != user.pk:
             raise Forbidden("This session belongs to someone else")
         new_title = None
         if session_title and session_title.strip() and session_title.strip() != session.title:
             new_title = session_title.strip()
-        return session_messages_write(session=session, messages=messages, now=now, title=new_title, source="api")
+        return session_messages_write(
+            session=session, messages=messages, title=new_title, source="api", new_session=created
+        )
 
 
 def session_delete(*, user, session_id: str) -> None:
