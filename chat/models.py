@@ -71,6 +71,10 @@ class ChatSession(models.Model):
     last_model = models.CharField(max_length=255, null=True, blank=True)
     last_message_preview = models.CharField(max_length=100, null=True, blank=True)
     last_message_timestamp = models.DateTimeField(null=True, blank=True)
+    # The newest message's integer id and role, moved with the other "last" fields:
+    # the staff inbox reads them from this row (awaiting a reply: last_role is "user").
+    last_message_id = models.BigIntegerField(null=True, blank=True)
+    last_role = models.CharField(max_length=16, choices=Role.choices, null=True, blank=True)
     created_at = models.DateTimeField(default=timezone.now, editable=False)
     updated_at = models.DateTimeField(default=timezone.now)
 
@@ -79,11 +83,19 @@ class ChatSession(models.Model):
         indexes = [
             # The session list: a user's sessions, most recently updated first.
             models.Index(fields=["user", "-updated_at", "-id"], name="chat_session_user_recent"),
-            # The admin's guest list and purge_guest_sessions.
+            # Guest sessions by latest activity: the staff inbox (read backwards, by
+            # (updated_at, id) descending), the admin's guest list and purge_guest_sessions.
             models.Index(
-                fields=["updated_at"],
-                name="chat_session_guest_recent",
+                fields=["updated_at", "id"],
+                name="chat_session_guest_inbox",
                 condition=models.Q(user__isnull=True),
+            ),
+            # The inbox's "awaiting a reply" view: only the guest sessions whose newest
+            # message is the guest's, so that page never scans the answered ones.
+            models.Index(
+                fields=["updated_at", "id"],
+                name="chat_session_guest_awaiting",
+                condition=models.Q(user__isnull=True, last_role="user"),
             ),
         ]
         constraints = [

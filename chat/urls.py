@@ -2,6 +2,7 @@ from django.urls import path
 
 from chat.api import health
 from chat.api.guest import GuestMessagesApi, GuestReplyApi, GuestSessionCreateApi
+from chat.api.inbox import GuestInboxApi
 from chat.api.messages import ChatMessagesApi
 from chat.api.sessions import ChatSessionDetailApi, ChatSessionListApi
 
@@ -10,6 +11,7 @@ urlpatterns = [
     path("api/chat/sessions", ChatSessionListApi.as_view(), name="chat-sessions"),
     path("api/chat/sessions/<str:session_id>", ChatSessionDetailApi.as_view(), name="chat-session-detail"),
     path("api/v1/chat/guest/sessions", GuestSessionCreateApi.as_view(), name="guest-sessions"),
+    path("api/v1/chat/guest/inbox", GuestInboxApi.as_view(), name="guest-inbox"),
     path("api/v1/chat/guest/<str:session_key>/messages", GuestMessagesApi.as_view(), name="guest-messages"),
     path("api/v1/chat/guest/<str:session_key>/replies", GuestReplyApi.as_view(), name="guest-replies"),
     path("healthz", health.healthz, name="healthz"),

@@ -220,6 +220,8 @@ SPECTACULAR_SETTINGS = {
         "chat.api.schema.add_operations_endpoints",
         "chat.api.schema.tag_api_parts",
     ],
+    # A message's role appears as `role` and as the inbox's `last_role`: one enum.
+    "ENUM_NAME_OVERRIDES": {"RoleEnum": "chat.models.Role"},
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     # No schema validator: Swagger UI would send the schema to validator.swagger.io.

@@ -5,6 +5,12 @@ from chat.selectors.guest import (
     guest_message_to_wire,
     guest_messages_after,
 )
+from chat.selectors.inbox import (
+    INBOX_PAGE_SIZE,
+    InboxPage,
+    inbox_session,
+    inbox_sessions,
+)
 from chat.selectors.messages import (
     MESSAGE_FIELDS,
     SESSION_FIELDS,
@@ -15,10 +21,14 @@ from chat.selectors.messages import (
 
 __all__ = [
     "GUEST_MESSAGE_FIELDS",
+    "INBOX_PAGE_SIZE",
     "MESSAGE_FIELDS",
     "SESSION_FIELDS",
+    "InboxPage",
     "guest_message_to_wire",
     "guest_messages_after",
+    "inbox_session",
+    "inbox_sessions",
     "message_to_wire",
     "session_messages",
     "user_sessions",

@@ -181,6 +181,8 @@ def session_messages_write(
             last_model=newest.model,
             last_message_preview=shorten(newest.content, PREVIEW_LENGTH),
             last_message_timestamp=newest.timestamp,
+            last_message_id=newest.pk,
+            last_role=newest.role,
         )
     if title is not None:
         stats["title"] = title

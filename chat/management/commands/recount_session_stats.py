@@ -10,7 +10,15 @@ from chat.json import dumps
 from chat.models import ChatMessage, ChatSession
 from chat.services import PREVIEW_LENGTH, shorten
 
-STAT_FIELDS = ("message_count", "total_tokens", "last_model", "last_message_preview", "last_message_timestamp")
+STAT_FIELDS = (
+    "message_count",
+    "total_tokens",
+    "last_model",
+    "last_message_preview",
+    "last_message_timestamp",
+    "last_message_id",
+    "last_role",
+)
 
 
 def show(value) -> str:
@@ -56,7 +64,7 @@ def recount(session_ids: Sequence[str], *, lock: bool) -> list[tuple[ChatSession
     newest = {
         m.pk: m
         for m in ChatMessage.objects.filter(pk__in=[s.newest_id for s in sessions if s.newest_id]).only(
-            "model", "content", "timestamp"
+            "model", "content", "timestamp", "role"
         )
     }
     result = []
@@ -71,6 +79,8 @@ def recount(session_ids: Sequence[str], *, lock: bool) -> list[tuple[ChatSession
                     "last_model": message.model if message else None,
                     "last_message_preview": shorten(message.content, PREVIEW_LENGTH) if message else None,
                     "last_message_timestamp": message.timestamp if message else None,
+                    "last_message_id": message.pk if message else None,
+                    "last_role": message.role if message else None,
                 },
             )
         )
@@ -80,7 +90,7 @@ def recount(session_ids: Sequence[str], *, lock: bool) -> list[tuple[ChatSession
 class Command(BaseCommand):
     help = (
         "Recompute sessions' statistics (message_count, total_tokens, last_model, last_message_preview, "
-        "last_message_timestamp) from their messages, report every session whose stored figures drifted, "
+        "last_message_timestamp, last_message_id, last_role) from their messages, report every session whose stored figures drifted, "
         "and fix them (unless --dry-run). updated_at is left as it is. Give SESSION_IDs or --all."
     )
 
