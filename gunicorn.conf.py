@@ -6,12 +6,28 @@ class and counts and may change the defaults.
 
 import glob
 import os
+import shutil
+import sys
+import tempfile
 
-from prometheus_client import multiprocess
+# No prometheus_client import here: it decides at import whether values are
+# per-process files, and workers are forked from this process, so it must not be
+# imported before on_starting has set PROMETHEUS_MULTIPROC_DIR (see there).
+
+# The directory on_starting made (removed by on_exit); None when it was given.
+made_metrics_dir: str | None = None
 
 
 def env_int(name: str, default: int) -> int:
     return int(os.environ.get(name) or default)
+
+
+def usable_cpus() -> int:
+    """CPUs this process may run on (its affinity: a container's cpuset, taskset), not the host's count."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except AttributeError:  # no sched_getaffinity (macOS)
+        return os.cpu_count() or 1
 
 
 PORT = env_int("PORT", 8000)
@@ -21,9 +37,9 @@ bind = os.environ.get("GUNICORN_BIND") or f"0.0.0.0:{PORT}"
 # process serves more at the same memory. Each thread keeps its own database
 # connection (DB_CONN_MAX_AGE): workers x threads must fit PostgreSQL's max_connections.
 worker_class = os.environ.get("GUNICORN_WORKER_CLASS") or "gthread"
-# One process per core (the benchmark: 2 workers spend less CPU per request than 3
-# on the 2-core machine; bench/results/two-workers.json).
-workers = env_int("GUNICORN_WORKERS", os.cpu_count() or 2)
+# One process per usable core (the benchmark: 2 workers spend less CPU per request
+# than 3 on the 2-core machine; bench/results/two-workers.json).
+workers = env_int("GUNICORN_WORKERS", usable_cpus())
 threads = env_int("GUNICORN_THREADS", 4)
 
 # A request running longer than this is killed with its worker; on a restart or
@@ -60,15 +76,41 @@ if os.path.isdir(SHM):
 
 
 def on_starting(server):
-    """Empty the Prometheus multiprocess directory: values of a previous run are not this one's."""
+    """Metrics of every worker: a multiprocess directory whenever there is more than one worker.
+
+    Without one, each worker counts alone and a scrape shows whichever answered.
+    Given PROMETHEUS_MULTIPROC_DIR, it is emptied (values of a previous run are
+    not this one's); else, with more than one worker (-w included), a temporary
+    one is made here and removed on exit. Workers are forked after this hook, so
+    they inherit it; with preload_app the app (and prometheus_client) would be
+    loaded already, too late to switch: then gunicorn refuses to start.
+    """
+    global made_metrics_dir
     path = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
     if path:
         os.makedirs(path, exist_ok=True)
         for stale in glob.glob(os.path.join(path, "*.db")):
             os.remove(stale)
+    elif server.cfg.workers > 1:
+        if "prometheus_client" in sys.modules:
+            raise RuntimeError(
+                "more than one worker needs PROMETHEUS_MULTIPROC_DIR set before the app loads"
+                " (set it, or run one worker): each worker would count its own metrics"
+            )
+        made_metrics_dir = tempfile.mkdtemp(prefix="chat-prometheus-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = made_metrics_dir
+        server.log.info("Prometheus multiprocess directory: %s (removed on exit)", made_metrics_dir)
+
+
+def on_exit(server):
+    """Remove the metrics directory on_starting made."""
+    if made_metrics_dir:
+        shutil.rmtree(made_metrics_dir, ignore_errors=True)
 
 
 def child_exit(server, worker):
     """A worker is gone: drop its live gauges from the merged metrics."""
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess  # here, not at the top: see the note there
+
         multiprocess.mark_process_dead(worker.pid)

@@ -181,29 +181,31 @@ def test_collected_admin_static_files_are_served_by_the_app_with_debug_off(serve
     assert call(server.port, "GET", f"/static/{hashed}")[0] == 301  # SECURE_SSL_REDIRECT
 
 
+def scraped_healthz_count(port: int) -> float:
+    status, _, body = call(port, "GET", "/metrics", {"Authorization": f"Bearer {METRICS_TOKEN}"})
+    assert status == 200
+    return sum(
+        s.value
+        for family in text_string_to_metric_families(body.decode())
+        for s in family.samples
+        if s.name == "chat_http_requests_total" and s.labels == {"method": "GET", "route": "healthz", "status": "200"}
+    )
+
+
+def healthz_burst(port: int, count: int) -> set[int]:
+    def healthz(i: int) -> int:
+        return call(port, "GET", "/healthz", {"X-Request-ID": f"multi-{i}"})[0]
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        return set(pool.map(healthz, range(count)))
+
+
 @pytest.mark.server
 def test_metrics_add_up_across_workers_and_the_log_is_json_request_lines(server):
-    def healthz(i: int) -> int:
-        return call(server.port, "GET", "/healthz", {"X-Request-ID": f"multi-{i}"})[0]
-
-    bearer = {"Authorization": f"Bearer {METRICS_TOKEN}"}
-
-    def scraped_healthz_count() -> float:
-        status, _, body = call(server.port, "GET", "/metrics", bearer)
-        assert status == 200
-        return sum(
-            s.value
-            for family in text_string_to_metric_families(body.decode())
-            for s in family.samples
-            if s.name == "chat_http_requests_total"
-            and s.labels == {"method": "GET", "route": "healthz", "status": "200"}
-        )
-
-    before = scraped_healthz_count()
-    with ThreadPoolExecutor(max_workers=8) as pool:
-        assert set(pool.map(healthz, range(40))) == {200}
+    before = scraped_healthz_count(server.port)
+    assert healthz_burst(server.port, 40) == {200}
     # Each worker writes its own file; any worker's answer is the sum of all.
-    assert scraped_healthz_count() == before + 40
+    assert scraped_healthz_count(server.port) == before + 40
     assert len(list(server.metrics_dir.glob("counter_*.db"))) >= 1
     assert call(server.port, "GET", "/metrics")[0] == 401
 
@@ -218,6 +220,51 @@ def test_metrics_add_up_across_workers_and_the_log_is_json_request_lines(server)
         assert (line["method"], line["route"], line["status"], line["user"]) == ("GET", "healthz", 200, "anonymous")
     assert '"GET /healthz HTTP/1.1" 200' not in server.log.read_text()  # no access log
     assert "Control socket" not in server.log.read_text()
+
+
+@pytest.mark.server
+def test_two_workers_without_a_metrics_directory_get_one_made_and_removed_on_exit(static_root, tmp_path):
+    """Otherwise each scrape shows the counters of whichever worker answered it."""
+    env = clean_env(
+        **{
+            **production_env(),
+            "GUNICORN_WORKERS": "2",
+            "GUNICORN_THREADS": "2",
+            "METRICS_TOKEN": METRICS_TOKEN,
+            "STATIC_ROOT": str(static_root),
+            "DATABASE_URL": f"sqlite:///{tmp_path / 'server.sqlite3'}",
+        }
+    )
+    assert "PROMETHEUS_MULTIPROC_DIR" not in env
+    with start_gunicorn(local(GUNICORN_CMD)[1:], env=env, log=tmp_path / "gunicorn.log") as server:
+        made = re.search(r"Prometheus multiprocess directory: (\S+)", server.log.read_text())
+        assert made, server.log.read_text()
+        metrics_dir = Path(made[1])
+        before = scraped_healthz_count(server.port)
+        assert healthz_burst(server.port, 40) == {200}
+        # Every scrape, whichever worker answers it, counts all 40.
+        assert {scraped_healthz_count(server.port) for _ in range(10)} == {before + 40}
+        assert list(metrics_dir.glob("counter_*.db"))
+    assert not metrics_dir.exists()
+
+
+def test_gunicorn_refuses_more_than_one_worker_when_metrics_are_loaded_without_a_directory(monkeypatch):
+    """With preload_app (prometheus_client loaded before the fork) it is too late to make one."""
+    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
+    config = runpy.run_path(str(BASE_DIR / "gunicorn.conf.py"))
+    assert "prometheus_client" in sys.modules  # this test process has loaded it, as a preloaded app would
+    server = SimpleNamespace(cfg=SimpleNamespace(workers=2), log=SimpleNamespace(info=print))
+    with pytest.raises(RuntimeError, match="PROMETHEUS_MULTIPROC_DIR"):
+        config["on_starting"](server)
+    config["on_starting"](SimpleNamespace(cfg=SimpleNamespace(workers=1), log=server.log))  # one worker: fine
+    assert "PROMETHEUS_MULTIPROC_DIR" not in os.environ
+
+
+def test_gunicorn_workers_follow_the_cpus_the_process_may_use_not_the_hosts(monkeypatch):
+    monkeypatch.delenv("GUNICORN_WORKERS", raising=False)
+    monkeypatch.setattr(os, "cpu_count", lambda: 64)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2}, raising=False)
+    assert runpy.run_path(str(BASE_DIR / "gunicorn.conf.py"))["workers"] == 3
 
 
 # The compose migrate service.
