@@ -197,3 +197,12 @@ class ChatMessageAdmin(admin.ModelAdmin):
     def has_change_permission(self, request, obj=None) -> bool:
         # Messages change only through the services, which keep the statistics.
         return False
+
+    # Deletes (the message's page and the "delete selected" action) go through the
+    # service too, so the sessions' statistics move with them.
+
+    def delete_model(self, request, obj: ChatMessage) -> None:
+        services.messages_delete_by_staff(message_pks=[obj.pk])
+
+    def delete_queryset(self, request, queryset) -> None:
+        services.messages_delete_by_staff(message_pks=queryset.values_list("pk", flat=True))

@@ -3,11 +3,12 @@ from django.urls import path
 from chat.api import health
 from chat.api.guest import GuestMessagesApi, GuestReplyApi, GuestSessionCreateApi
 from chat.api.inbox import GuestInboxApi
-from chat.api.messages import ChatMessagesApi
+from chat.api.messages import ChatMessageDetailApi, ChatMessagesApi
 from chat.api.sessions import ChatSessionDetailApi, ChatSessionListApi
 
 urlpatterns = [
     path("api/chat/messages", ChatMessagesApi.as_view(), name="chat-messages"),
+    path("api/chat/messages/<str:message_id>", ChatMessageDetailApi.as_view(), name="chat-message-detail"),
     path("api/chat/sessions", ChatSessionListApi.as_view(), name="chat-sessions"),
     path("api/chat/sessions/<str:session_id>", ChatSessionDetailApi.as_view(), name="chat-session-detail"),
     path("api/v1/chat/guest/sessions", GuestSessionCreateApi.as_view(), name="guest-sessions"),

@@ -1,6 +1,7 @@
 """GET and POST /api/chat/messages: the messages of the caller's sessions."""
 
 import orjson
+from django.core.exceptions import ValidationError as DjangoValidationError
 from drf_spectacular.utils import PolymorphicProxySerializer, extend_schema, extend_schema_serializer
 from rest_framework import serializers
 from rest_framework.response import Response
@@ -9,7 +10,8 @@ from chat import selectors, services
 from chat.api import fields
 from chat.api.base import ApiView
 from chat.api.schema import RATE_LIMIT_HEADERS, REQUEST_ID_HEADERS, errors
-from chat.models import CLIENT_ID_PATTERN, MAX_EXTRA_BYTES, ContentType, Role
+from chat.exceptions import NotFound
+from chat.models import CLIENT_ID_PATTERN, MAX_EXTRA_BYTES, ContentType, Role, client_id_validator
 from chat.selectors import message_to_wire
 
 MAX_MESSAGES_PER_REQUEST = 100
@@ -184,3 +186,30 @@ class ChatMessagesApi(ApiView):
             {"messages": [message_to_wire(m) for m in stored], "count": len(stored), "success": True},
             status=201,
         )
+
+
+class ChatMessageDetailApi(ApiView):
+    """Delete one message of one of your chat sessions; the session's statistics follow."""
+
+    @extend_schema_serializer(component_name="ChatMessageDeleteQuery")
+    class QuerySerializer(serializers.Serializer):
+        session_id = client_id_field()
+
+    @extend_schema(
+        operation_id="chat_messages_delete",
+        parameters=[QuerySerializer, *REQUEST_ID_HEADERS, *RATE_LIMIT_HEADERS],
+        responses={204: None, **errors(400, 401, 403, 404, 429, 500, 503)},
+        description=(
+            "Delete the message whose `id` is `message_id` from the session `session_id`. "
+            "`message_count`, `total_tokens` and the last-message fields move in the same transaction."
+        ),
+    )
+    def delete(self, request, message_id: str):
+        query = self.QuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        try:
+            client_id_validator(message_id)
+        except DjangoValidationError:
+            raise NotFound("Message not found") from None
+        services.message_delete(user=request.user, session_id=query.validated_data["session_id"], message_id=message_id)
+        return Response(status=204)

@@ -1,4 +1,4 @@
-"""GET /api/chat/sessions and DELETE /api/chat/sessions/{id}: the caller's session list."""
+"""GET /api/chat/sessions, PATCH and DELETE /api/chat/sessions/{id}: the caller's session list."""
 
 from datetime import UTC
 
@@ -11,10 +11,19 @@ from rest_framework.pagination import CursorPagination
 from rest_framework.response import Response
 
 from chat import selectors, services
+from chat.api import fields
 from chat.api.base import ApiView
 from chat.api.schema import RATE_LIMIT_HEADERS, REQUEST_ID_HEADERS, errors
 from chat.exceptions import NotFound
 from chat.models import ChatSession, client_id_validator
+
+
+def known_session_id(session_id: str) -> None:
+    """A path segment that cannot be a session id names no session: 404, as an unknown one."""
+    try:
+        client_id_validator(session_id)
+    except ValidationError:
+        raise NotFound("Session not found") from None
 
 
 class SessionCursorPagination(CursorPagination):
@@ -60,7 +69,30 @@ class ChatSessionListApi(ApiView):
 
 
 class ChatSessionDetailApi(ApiView):
-    """Delete one of your chat sessions and all its messages."""
+    """Rename one of your chat sessions, or delete it and all its messages."""
+
+    @extend_schema_serializer(component_name="SessionRename")
+    class RenameSerializer(serializers.Serializer):
+        title = fields.StrictCharField(max_length=255)
+
+        def validate_title(self, title: str) -> str:
+            if not title.strip():
+                raise serializers.ValidationError("The title may not be blank.")
+            return title
+
+    @extend_schema(
+        operation_id="chat_sessions_rename",
+        request=RenameSerializer,
+        parameters=[*REQUEST_ID_HEADERS, *RATE_LIMIT_HEADERS],
+        responses={200: ChatSessionListApi.OutputSerializer, **errors(400, 401, 403, 404, 413, 415, 429, 500, 503)},
+        description="Set the session's title (1-255 characters, not blank; surrounding whitespace is dropped).",
+    )
+    def patch(self, request, session_id: str):
+        known_session_id(session_id)
+        payload = self.RenameSerializer(data=request.data)
+        payload.is_valid(raise_exception=True)
+        session = services.session_rename(user=request.user, session_id=session_id, **payload.validated_data)
+        return Response(ChatSessionListApi.OutputSerializer(session).data)
 
     @extend_schema(
         operation_id="chat_sessions_delete",
@@ -68,9 +100,6 @@ class ChatSessionDetailApi(ApiView):
         responses={204: None, **errors(401, 403, 404, 429, 500, 503)},
     )
     def delete(self, request, session_id: str):
-        try:
-            client_id_validator(session_id)
-        except ValidationError:
-            raise NotFound("Session not found") from None
+        known_session_id(session_id)
         services.session_delete(user=request.user, session_id=session_id)
         return Response(status=204)

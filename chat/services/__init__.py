@@ -4,6 +4,12 @@ The API, the admin and the management commands all write through here; callers
 use the package (`services.messages_save`), the modules keep the parts apart.
 """
 
+from chat.services.edits import (
+    message_delete,
+    messages_delete_by_staff,
+    session_messages_delete,
+    session_rename,
+)
 from chat.services.guest import (
     GUEST_MESSAGE_MAX_LENGTH,
     guest_message_send,
@@ -29,11 +35,15 @@ __all__ = [
     "guest_message_send",
     "guest_reply_send",
     "guest_session_create",
+    "message_delete",
+    "messages_delete_by_staff",
     "messages_save",
     "new_message_id",
     "session_delete",
     "session_lock",
+    "session_messages_delete",
     "session_messages_write",
+    "session_rename",
     "shorten",
     "title_for",
 ]
