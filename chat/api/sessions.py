@@ -75,6 +75,16 @@ class ChatSessionDetailApi(ApiView):
     class RenameSerializer(serializers.Serializer):
         title = fields.StrictCharField(max_length=255)
 
+        # A rename needs its title, PATCH or not: never partial, so that the schema
+        # (drf-spectacular makes PATCH bodies partial) says `title` is required.
+        @property
+        def partial(self) -> bool:
+            return False
+
+        @partial.setter
+        def partial(self, value) -> None:
+            pass
+
         def validate_title(self, title: str) -> str:
             if not title.strip():
                 raise serializers.ValidationError("The title may not be blank.")
