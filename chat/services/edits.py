@@ -15,7 +15,7 @@ from django.utils import timezone
 
 from chat.exceptions import Forbidden, NotFound
 from chat.models import ChatMessage, ChatSession
-from chat.services.messages import PREVIEW_LENGTH, session_lock, shorten
+from chat.services.messages import last_message_fields, session_lock
 
 
 def _session_of(*, user, session_id: str) -> ChatSession:
@@ -49,17 +49,8 @@ def session_messages_delete(*, session: ChatSession, message_pks: Iterable[int])
     }
     last = session.last_message_timestamp
     if last is None or any(m.timestamp >= last for m in doomed):
-        newest = (
-            ChatMessage.objects.filter(session=session)
-            .order_by("-timestamp", "-id")
-            .only("model", "content", "timestamp")
-            .first()
-        )
-        stats.update(
-            last_model=newest.model if newest else None,
-            last_message_preview=shorten(newest.content, PREVIEW_LENGTH) if newest else None,
-            last_message_timestamp=newest.timestamp if newest else None,
-        )
+        newest = ChatMessage.objects.filter(session=session).order_by("-timestamp", "-id").first()
+        stats.update(last_message_fields(newest))
     ChatSession.objects.filter(pk=session.pk).update(**stats)
     return len(doomed)
 

@@ -69,6 +69,17 @@ def title_for(*, session_title: str | None, messages: Sequence[dict[str, Any]]) 
     return DEFAULT_TITLE
 
 
+def last_message_fields(newest: ChatMessage | None) -> dict[str, Any]:
+    """A session's "last" statistics from its newest message (None: it has none)."""
+    return {
+        "last_model": newest.model if newest else None,
+        "last_message_preview": shorten(newest.content, PREVIEW_LENGTH) if newest else None,
+        "last_message_timestamp": newest.timestamp if newest else None,
+        "last_message_id": newest.pk if newest else None,
+        "last_role": newest.role if newest else None,
+    }
+
+
 def new_message_id() -> str:
     return f"msg_{uuid.uuid4().hex}"
 
@@ -177,13 +188,7 @@ def session_messages_write(
         "updated_at": now,
     }
     if newest is not None:
-        stats.update(
-            last_model=newest.model,
-            last_message_preview=shorten(newest.content, PREVIEW_LENGTH),
-            last_message_timestamp=newest.timestamp,
-            last_message_id=newest.pk,
-            last_role=newest.role,
-        )
+        stats.update(last_message_fields(newest))
     if title is not None:
         stats["title"] = title
     ChatSession.objects.filter(pk=session.pk).update(**stats)
