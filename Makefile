@@ -28,6 +28,10 @@ run: install
 	echo "Try: curl -s -H 'Authorization: Bearer $$TOKEN' -H 'Content-Type: application/json' \\" && \
 	echo "       -d '{\"sessionId\": \"demo-1\", \"message\": {\"role\": \"user\", \"content\": \"Hello\"}}' \\" && \
 	echo "       http://$(HOST):$(PORT)/api/chat/messages" && \
+	STAFF_PASSWORD=$$($(BIN)/python manage.py create_demo_staff | tail -n 1) && \
+	echo "" && \
+	echo "Live chat demo: http://$(HOST):$(PORT)/demo/ (the guest widget)" && \
+	echo "Staff inbox:    http://$(HOST):$(PORT)/inbox/ (log in as demo_staff / $$STAFF_PASSWORD)" && \
 	echo "" && \
 	exec $(BIN)/python manage.py runserver $(HOST):$(PORT)
 

@@ -1,5 +1,7 @@
 """Writes to users and their tokens, shared by the admin and the commands."""
 
+import secrets
+
 from django.db import transaction
 from rest_framework.authtoken.models import Token
 
@@ -35,3 +37,15 @@ def token_for(*, user: User, rotate: bool = False) -> Token:
         Token.objects.filter(user=user).delete()
     token, _ = Token.objects.get_or_create(user=user)
     return token
+
+
+@transaction.atomic
+def demo_staff_reset(*, username: str) -> tuple[User, str]:
+    """A staff member for the demo (enterprise tier), made if missing, with a new random password."""
+    user, _ = user_get_or_create(username=username, create=True)
+    password = secrets.token_urlsafe(12)
+    user.set_password(password)
+    user.is_staff = True
+    user.tier = Tier.ENTERPRISE
+    user.save(update_fields=["password", "is_staff", "tier"])
+    return user, password

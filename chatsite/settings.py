@@ -72,6 +72,7 @@ INSTALLED_APPS = [
     "drf_spectacular_sidecar",
     "accounts",
     "chat",
+    "chat.web",
 ]
 
 MIDDLEWARE = [
@@ -267,6 +268,11 @@ RATE_LIMIT_ENABLED = env_bool("RATE_LIMIT_ENABLED", True)
 TRUSTED_PROXY_COUNT = env_int("TRUSTED_PROXY_COUNT", 0)
 
 METRICS_TOKEN = env_str("METRICS_TOKEN")
+
+# The demo page (/demo/) that embeds the guest widget: on with DEBUG, or DEMO_PAGE=true.
+DEMO_PAGE = env_bool("DEMO_PAGE", False)
+# The API origin the demo page's widget talks to (e.g. http://127.0.0.1:8000); empty: the page's own.
+DEMO_WIDGET_API = env_str("DEMO_WIDGET_API").rstrip("/")
 
 # Production hardening; every switch can be set from the environment.
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if env_bool("SECURE_PROXY_SSL_HEADER") else None

@@ -1,4 +1,4 @@
-"""URL configuration: the API, operations endpoints and the admin."""
+"""URL configuration: the API, operations endpoints, the inbox and demo pages, and the admin."""
 
 from django.contrib import admin
 from django.urls import include, path
@@ -8,6 +8,7 @@ from chat.api import errors
 
 urlpatterns = [
     path("", include("chat.urls")),
+    path("", include("chat.web.urls")),
     path("admin/", admin.site.urls),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),

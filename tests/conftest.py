@@ -13,7 +13,7 @@ from django.db import connection
 from django.test import Client
 
 from accounts.models import Tier, User
-from tests.support import ApiClient, make_user, skip_or_fail
+from tests.support import ApiClient, browser_missing, make_user, skip_or_fail
 
 
 def pytest_runtest_setup(item):
@@ -21,6 +21,8 @@ def pytest_runtest_setup(item):
         skip_or_fail("needs PostgreSQL: set DATABASE_URL=postgres://...")
     if item.get_closest_marker("redis") and not os.environ.get("REDIS_URL"):
         skip_or_fail("needs Redis: set REDIS_URL=redis://...")
+    if item.get_closest_marker("browser") and (reason := browser_missing()):
+        skip_or_fail(reason)
 
 
 def pytest_terminal_summary(terminalreporter):

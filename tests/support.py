@@ -7,7 +7,8 @@ Test modules import from here (never from one another, never from conftest):
 - FakeClock: a clock the test moves by hand (the limiter's and the failure log's);
 - free_port, poll_until, call, get: real sockets, a wait that polls instead of sleeping,
   one HTTP request on a connection of its own;
-- start_gunicorn, start_redis, shared_database_url: servers of a test's own on free ports;
+- start_gunicorn, start_redis, shared_database_url, manage: servers and commands of a test's own;
+- browser_missing, chromium: headless Chromium (Debian's packages) driven by Selenium;
 - assert_envelope, assert_rate_headers, assert_429: the contract's envelope and limit headers.
 """
 
@@ -19,6 +20,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from datetime import datetime
 from pathlib import Path
@@ -28,6 +30,8 @@ from urllib.parse import quote
 import pytest
 import redis
 from django.test import Client
+from selenium import webdriver
+from selenium.webdriver.chrome.service import Service
 
 from accounts.models import Tier, User
 from accounts.services import token_for
@@ -188,6 +192,15 @@ def start_gunicorn(args: list[str], *, env: dict, log: Path, ready_path: str = "
         stop(process, signal.SIGINT)
 
 
+def manage(*args: str, env: dict) -> str:
+    """A management command run in a process of its own with `env` (e.g. against a server's database); its stdout."""
+    result = subprocess.run(
+        [sys.executable, "manage.py", *args], cwd=BASE_DIR, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, f"manage.py {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}"
+    return result.stdout
+
+
 @contextlib.contextmanager
 def start_redis():
     """A redis-server of the test's own on a free port, which the test may kill or pause."""
@@ -260,3 +273,46 @@ def assert_429(response, *, limit: int | None = None) -> dict:
     if limit is not None:
         assert_rate_headers(response, limit=limit, left=0)
     return body
+
+
+# A real browser: Debian's chromium and chromium-driver, never a downloaded one.
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMEDRIVER = "/usr/bin/chromedriver"
+CHROMIUM_FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+)
+
+
+def browser_missing() -> str | None:
+    """Why no browser can run here, or None."""
+    for path in (CHROMIUM, CHROMEDRIVER):
+        if not os.access(path, os.X_OK):
+            return f"needs Debian's chromium and chromium-driver ({path} is missing): apt-get install chromium chromium-driver"
+    return None
+
+
+@contextlib.contextmanager
+def chromium(*, width: int = 1200, height: int = 800):
+    """A headless Chromium with a fresh profile, driven by Selenium; its console is kept for get_log("browser")."""
+    profile = tempfile.mkdtemp(prefix="chromium-profile-")
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in (*CHROMIUM_FLAGS, f"--user-data-dir={profile}", f"--window-size={width},{height}"):
+        options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(options=options, service=Service(executable_path=CHROMEDRIVER))
+    try:
+        driver.set_page_load_timeout(30)
+        yield driver
+    finally:
+        driver.quit()
+        shutil.rmtree(profile, ignore_errors=True)
