@@ -18,7 +18,8 @@ $(STAMP): requirements.txt requirements-dev.txt
 install: $(STAMP)
 
 # Serve on $(HOST):$(PORT): SQLite and the in-process cache unless DATABASE_URL /
-# REDIS_URL are set. DEBUG is on here (and only here) unless you set it.
+# REDIS_URL are set. DEBUG is on here (and only here) unless you set it. One port,
+# one uvicorn process: the waiting endpoints (chat.live) and Django (chatsite.asgi).
 run: install
 	@export DEBUG=$${DEBUG:-true}; \
 	$(BIN)/python manage.py migrate --noinput && \
@@ -33,7 +34,7 @@ run: install
 	echo "Live chat demo: http://$(HOST):$(PORT)/demo/ (the guest widget)" && \
 	echo "Staff inbox:    http://$(HOST):$(PORT)/inbox/ (log in as demo_staff / $$STAFF_PASSWORD)" && \
 	echo "" && \
-	exec $(BIN)/python manage.py runserver $(HOST):$(PORT)
+	exec $(BIN)/python -m uvicorn chatsite.asgi:application --host $(HOST) --port $(PORT) --no-access-log
 
 # Run the suite. Extra pytest arguments: make test ARGS="-k guest -x"
 test: install

@@ -55,6 +55,24 @@ limiter_failures = Counter(
     ["mode"],
 )
 
+# Real-time delivery (chat.wakeups publishes, chat.live waits).
+wakeups_published = Counter("chat_wakeups_published", "Wake-ups published after a guest session's write committed")
+wakeup_publish_failures = Counter(
+    "chat_wakeup_publish_failures", "Wake-ups not published: the channel (Redis) was unreachable"
+)
+live_channel_outages = Counter(
+    "chat_live_channel_outages",
+    "Times a live process lost its wake-up subscription (it re-checks the database meanwhile)",
+)
+live_rechecks = Counter(
+    "chat_live_rechecks", "Database re-checks a live process ran while its wake-up channel was down"
+)
+live_streams_opened = Counter("chat_live_streams_opened", "Event streams opened, by kind: guest, inbox", ["kind"])
+live_events_sent = Counter("chat_live_events_sent", "Events sent on streams, by kind: guest, inbox", ["kind"])
+live_wait_unrouted = Counter(
+    "chat_live_wait_unrouted", "Long-polls (wait > 0) that reached the WSGI app and were answered at once"
+)
+
 
 def observe_request(*, method: str, route: str | None, status: int, seconds: float) -> None:
     labels = (method if method in METHODS else "OTHER", route or UNMATCHED, str(status))

@@ -8,6 +8,7 @@ and in the README.
 import os
 import re
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
@@ -139,12 +140,13 @@ AUTH_USER_MODEL = "accounts.User"
 # unreachable Redis means, explicitly, and logs and counts it.
 REDIS_URL = env_str("REDIS_URL")
 REDIS_SOCKET_TIMEOUT = float(env_str("REDIS_SOCKET_TIMEOUT", "0.25"))
+CACHE_KEY_PREFIX = env_str("CACHE_KEY_PREFIX", "chat")
 if REDIS_URL:
     CACHES = {
         "default": {
             "BACKEND": "django_redis.cache.RedisCache",
             "LOCATION": REDIS_URL,
-            "KEY_PREFIX": env_str("CACHE_KEY_PREFIX", "chat"),
+            "KEY_PREFIX": CACHE_KEY_PREFIX,
             "OPTIONS": {
                 "SOCKET_CONNECT_TIMEOUT": REDIS_SOCKET_TIMEOUT,
                 "SOCKET_TIMEOUT": REDIS_SOCKET_TIMEOUT,
@@ -310,3 +312,18 @@ LOGGING = {
         "django.server": {"handlers": [], "level": "ERROR", "propagate": False},
     },
 }
+
+# Real-time delivery (chat.wakeups, chat.live). Pub/sub channels are global across
+# Redis databases: the channel carries the key prefix and the database number.
+WAKEUP_CHANNEL = env_str("WAKEUP_CHANNEL") or f"{CACHE_KEY_PREFIX}:{urlsplit(REDIS_URL).path.strip('/') or '0'}:wakeups"
+# A stream ends after 300 s; the browser's EventSource reconnects with Last-Event-ID.
+LIVE_STREAM_MAX_SECONDS = env_int("LIVE_STREAM_MAX_SECONDS", 300)
+# An idle stream sends a comment line every 15 s (proxies close silent connections).
+LIVE_HEARTBEAT_SECONDS = env_int("LIVE_HEARTBEAT_SECONDS", 15)
+# Open streams: at most 3 per guest session key and 30 per client IP.
+LIVE_STREAMS_PER_KEY = env_int("LIVE_STREAMS_PER_KEY", 3)
+LIVE_STREAMS_PER_IP = env_int("LIVE_STREAMS_PER_IP", 30)
+# While the wake-up channel is down, waiters re-check the database this often (seconds).
+LIVE_RECHECK_SECONDS = float(env_str("LIVE_RECHECK_SECONDS", "1.0"))
+# Threads (each with one persistent database connection) that read for all the waiters of a process.
+LIVE_DB_THREADS = env_int("LIVE_DB_THREADS", 4)

@@ -7,13 +7,15 @@ Test modules import from here (never from one another, never from conftest):
 - FakeClock: a clock the test moves by hand (the limiter's and the failure log's);
 - free_port, poll_until, call, get: real sockets, a wait that polls instead of sleeping,
   one HTTP request on a connection of its own;
-- start_gunicorn, start_redis, shared_database_url, manage: servers and commands of a test's own;
+- start_gunicorn, start_uvicorn, start_redis, shared_database_url, server_env, manage: servers and
+  commands of a test's own; EventStream: a text/event-stream read event by event;
 - browser_missing, chromium: headless Chromium (Debian's packages) driven by Selenium;
 - assert_envelope, assert_rate_headers, assert_429: the contract's envelope and limit headers.
 """
 
 import contextlib
 import http.client
+import json
 import os
 import shutil
 import signal
@@ -199,6 +201,102 @@ def manage(*args: str, env: dict) -> str:
     )
     assert result.returncode == 0, f"manage.py {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}"
     return result.stdout
+
+
+@contextlib.contextmanager
+def start_uvicorn(app: str = "chatsite.asgi:application", *, env: dict, log: Path, ready_path: str = "/healthz"):
+    """uvicorn serving `app` (by default the one-port ASGI app: chat.live plus Django) on a free port; yields once
+    it answers. Stopped with SIGTERM, as a deployment stops it (streams end, long-polls answer)."""
+    port = free_port()
+    args = [str(BIN / "python"), "-m", "uvicorn", app, "--host", "127.0.0.1", "--port", str(port), "--no-access-log"]
+    with log.open("wb") as log_file:
+        process = subprocess.Popen(args, cwd=BASE_DIR, env=env, stdout=log_file, stderr=subprocess.STDOUT)
+    try:
+
+        def answers() -> bool:
+            assert process.poll() is None, f"uvicorn exited: {log.read_text()}"
+            try:
+                return call(port, "GET", ready_path, timeout=5)[0] == 200
+            except OSError:
+                return False
+
+        poll_until(answers, timeout=30, what=f"uvicorn answering {ready_path} (log: {log})")
+        yield SimpleNamespace(port=port, process=process, log=log, env=env)
+    finally:
+        stop(process, signal.SIGTERM)
+
+
+def server_env(**overrides: str) -> dict:
+    """The environment of a server a test starts: the test's own, production-like, quiet; `overrides` win.
+
+    Rate limits come from `overrides` only (RATE_LIMIT_* of the test's environment are dropped).
+    """
+    env = {key: value for key, value in os.environ.items() if not key.startswith("RATE_LIMIT_")}
+    env.update(
+        SECRET_KEY="test-only-secret-key-not-for-production",
+        ALLOWED_HOSTS="127.0.0.1,localhost",
+        DEBUG="false",
+        LOG_LEVEL="WARNING",
+    )
+    env.update(overrides)
+    return {key: value for key, value in env.items() if value is not None}
+
+
+class EventStream:
+    """A text/event-stream read event by event (the server's answer, with its status and headers)."""
+
+    def __init__(self, port: int, path: str, headers: dict | None = None, *, timeout: float = 10):
+        self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+        self.conn.request("GET", path, headers=headers or {})
+        self.response = self.conn.getresponse()
+        self.status = self.response.status
+        self.headers = self.response.msg  # case-insensitive (uvicorn sends names in lower case)
+        self.comments = 0
+        self.ended = False
+
+    def body(self) -> bytes:
+        """The whole answer of a stream that did not start (an error envelope)."""
+        return self.response.read()
+
+    def next(self, timeout: float = 10) -> dict | None:
+        """The next event as {"id", "event", "data"} (comments counted, skipped); None when the stream ends."""
+        deadline = time.monotonic() + timeout
+        event: dict = {}
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError(f"no event within {timeout} s")
+            self.conn.sock.settimeout(left)
+            line = self.response.readline()
+            if not line:
+                self.ended = True
+                return None
+            line = line.rstrip(b"\r\n").decode()
+            if not line:
+                if event:
+                    return event
+                continue
+            if line.startswith(":"):
+                self.comments += 1
+                continue
+            field, _, value = line.partition(":")
+            event[field] = value[1:] if value.startswith(" ") else value
+
+    def messages(self, count: int, timeout: float = 10) -> list[dict]:
+        """The data of the next `count` message events, parsed; fails if the stream ends or stalls first."""
+        found = []
+        deadline = time.monotonic() + timeout
+        while len(found) < count:
+            event = self.next(timeout=max(0.01, deadline - time.monotonic()))
+            assert event is not None, f"the stream ended after {len(found)} of {count} messages"
+            if event.get("event") == "message":
+                data = json.loads(event["data"])
+                assert event["id"] == str(data["id"])
+                found.append(data)
+        return found
+
+    def close(self) -> None:
+        self.conn.close()
 
 
 @contextlib.contextmanager

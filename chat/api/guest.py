@@ -6,7 +6,9 @@ with an owner gets the same 404, so a key reveals nothing about other sessions.
 Every answer is the seed's envelope (chat.api.errors.envelope).
 """
 
+import logging
 import re
+import time
 import uuid
 
 from drf_spectacular.types import OpenApiTypes
@@ -22,9 +24,11 @@ from chat.api.errors import envelope
 from chat.api.messages import client_id_field
 from chat.api.renderers import OrjsonRenderer
 from chat.api.schema import RATE_LIMIT_HEADERS, REQUEST_ID_HEADERS, envelope_serializer, errors
-from chat.exceptions import NotFound
+from chat.exceptions import ApiError, NotFound
 from chat.models import ContentType, Role
 from chat.selectors import guest_message_to_wire
+
+logger = logging.getLogger(__name__)
 
 MAX_MESSAGES_PER_POLL = 100
 MAX_CONTENT_LENGTH = services.GUEST_MESSAGE_MAX_LENGTH
@@ -37,6 +41,9 @@ MAX_MESSAGE_ID = 2**63 - 1
 SESSION_KEY_RE = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 # [0-9], not \d: \d also matches other scripts' digits ("٣"), which int() accepts.
 CURSOR_RE = re.compile(r"[0-9]{1,19}")
+# A long-poll's `wait`, in seconds (API.md, "Real-time delivery").
+MAX_WAIT = 30
+WAIT_RE = re.compile(r"[0-9]{1,2}")
 
 
 def parse_session_key(raw: str) -> uuid.UUID:
@@ -48,14 +55,43 @@ def parse_session_key(raw: str) -> uuid.UUID:
 
 def parse_cursor(request) -> int:
     """`last_message_id`: missing means 0; anything but ASCII digits up to 2^63-1 is a 400."""
-    values = request.query_params.getlist("last_message_id")
+    return cursor_from(request.query_params.getlist("last_message_id"), name="last_message_id")
+
+
+def cursor_from(values: list[str], *, name: str) -> int:
+    """A message-id cursor from a query parameter's values (or a header's, e.g. Last-Event-ID)."""
     if not values:
         return 0
     if len(values) == 1 and CURSOR_RE.fullmatch(values[0]) and int(values[0]) <= MAX_MESSAGE_ID:
         return int(values[0])
-    raise serializers.ValidationError(
-        {"last_message_id": [f"Give one integer from 0 to {MAX_MESSAGE_ID}, in ASCII digits."]}
-    )
+    raise ApiError(details={name: [f"Give one integer from 0 to {MAX_MESSAGE_ID}, in ASCII digits."]})
+
+
+def wait_from(values: list[str]) -> int:
+    """`wait`: seconds a long-poll may wait, 0-30 in ASCII digits; missing means 0 (answer at once)."""
+    if not values:
+        return 0
+    if len(values) == 1 and WAIT_RE.fullmatch(values[0]) and int(values[0]) <= MAX_WAIT:
+        return int(values[0])
+    raise ApiError(details={"wait": [f"Give one whole number of seconds from 0 to {MAX_WAIT}, in ASCII digits."]})
+
+
+_unrouted_logged_at: float | None = None
+
+
+def unrouted_wait() -> None:
+    """A long-poll reached the WSGI app: it answers at once (it holds no thread for 30 s), counted and logged.
+
+    The proxy (or chatsite.asgi on one port) sends `wait` requests to the live
+    process; one that arrives here was routed wrongly. The client still gets a
+    correct poll answer and loses nothing; it only polls sooner.
+    """
+    global _unrouted_logged_at
+    metrics.live_wait_unrouted.inc()
+    now = time.monotonic()
+    if _unrouted_logged_at is None or now - _unrouted_logged_at > 60:
+        _unrouted_logged_at = now
+        logger.warning("a long-poll (wait > 0) reached the WSGI app and was answered at once: route it to chat.live")
 
 
 class ContentField(fields.StrictCharField):
@@ -161,6 +197,14 @@ class GuestMessagesApi(GuestView):
                 OpenApiParameter.QUERY,
                 description="Return messages with id > this value (default 0)",
             ),
+            OpenApiParameter(
+                "wait",
+                {"type": "integer", "minimum": 0, "maximum": MAX_WAIT},
+                OpenApiParameter.QUERY,
+                description="Long-poll: with nothing newer than `last_message_id`, wait up to this many seconds "
+                "for a message before answering (default 0: answer at once). Served by the live (ASGI) process; "
+                'README, "Real-time delivery".',
+            ),
             *REQUEST_ID_HEADERS,
             *RATE_LIMIT_HEADERS,
         ],
@@ -170,12 +214,15 @@ class GuestMessagesApi(GuestView):
             ),
             **errors(400, 404, 429, 500, 503),
         },
-        description="Messages with id > `last_message_id`, oldest first, at most 100.",
+        description="Messages with id > `last_message_id`, oldest first, at most 100; with `wait`, "
+        "the answer waits for the first newer message (a long-poll). A long-poll counts as one poll.",
     )
     def get(self, request, session_key: str):
         # The hot path: one query, plain dicts, no serializer on the way out.
         key = parse_session_key(session_key)
         cursor = parse_cursor(request)
+        if wait_from(request.query_params.getlist("wait")):
+            unrouted_wait()
         messages, has_more = selectors.guest_messages_after(
             session_key=key, after_id=cursor, limit=MAX_MESSAGES_PER_POLL
         )

@@ -4,6 +4,7 @@ from chat.selectors.guest import (
     GUEST_MESSAGE_FIELDS,
     guest_message_to_wire,
     guest_messages_after,
+    guest_sessions_written_since,
 )
 from chat.selectors.inbox import (
     INBOX_PAGE_SIZE,
@@ -27,6 +28,7 @@ __all__ = [
     "InboxPage",
     "guest_message_to_wire",
     "guest_messages_after",
+    "guest_sessions_written_since",
     "inbox_session",
     "inbox_sessions",
     "message_to_wire",

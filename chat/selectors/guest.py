@@ -2,6 +2,7 @@
 
 import functools
 import uuid
+from datetime import datetime
 from typing import Any
 
 from django.db import connection
@@ -92,3 +93,17 @@ def guest_messages_after(*, session_key: uuid.UUID, after_id: int, limit: int) -
     if rows[0][0] is None:  # the LEFT JOIN found nothing new
         return [], False
     return [dict(zip(_GUEST_WIRE_KEYS, row, strict=True)) for row in rows[:limit]], len(rows) > limit
+
+
+def guest_sessions_written_since(*, since: datetime, limit: int = 10_000) -> list[str]:
+    """The keys of guest sessions written at or after `since` (their `updated_at`), at most `limit`.
+
+    What the waiting side re-checks while its wake-up channel is down: one range
+    of the partial (updated_at) index of guest sessions.
+    """
+    rows = (
+        ChatSession.objects.filter(user__isnull=True, updated_at__gte=since)
+        .order_by("-updated_at")
+        .values_list("session_key", flat=True)[:limit]
+    )
+    return [str(key) for key in rows]

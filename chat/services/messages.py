@@ -19,7 +19,7 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
-from chat import metrics
+from chat import metrics, wakeups
 from chat.exceptions import ApiError, Forbidden, NotFound
 from chat.models import DEFAULT_TITLE, ChatMessage, ChatSession, Role
 
@@ -194,6 +194,9 @@ def session_messages_write(
     ChatSession.objects.filter(pk=session.pk).update(**stats)
     # Counted once the transaction commits: a rolled-back save saved nothing.
     transaction.on_commit(functools.partial(metrics.observe_messages_saved, source, len(rows)))
+    if session.user_id is None:
+        # Guest sessions have waiters (chat.live): wake them once this commits.
+        wakeups.publish_on_commit(session_key=session.session_key)
     return rows
 
 
