@@ -44,7 +44,7 @@ from redis.exceptions import RedisError
 
 from chat.exceptions import RateLimitExceeded, ServiceUnavailable
 from chat.json import utc_iso
-from chat.net import client_ip
+from chat.net import client_identity
 
 logger = logging.getLogger(__name__)
 
@@ -353,7 +353,7 @@ def limits_for_request(request, scopes: Sequence[str], url_kwargs: dict) -> list
             scope = ANON
         kind = SCOPE_IDENTITIES.get(scope)
         if kind == IP:
-            identity = client_ip(request)
+            identity = client_identity(request)
         elif kind == SESSION_KEY and SESSION_KEY in url_kwargs:
             identity = url_kwargs[SESSION_KEY]
         else:

@@ -120,3 +120,23 @@ def test_an_ip_is_normalized_as_the_limiter_sees_it(anon, settings):
     reset("--ip", "2001:0db8:0000:0000:0000:0000:0000:0001")
 
     assert anon.get(SESSIONS, REMOTE_ADDR="2001:db8::1").status_code == 401
+
+
+def test_an_ipv4_client_cannot_take_a_second_budget_as_a_mapped_address(anon, settings):
+    settings.RATE_LIMITS = {**settings.RATE_LIMITS, "anon": "1/hour"}
+    assert anon.get(SESSIONS, REMOTE_ADDR="203.0.113.7").status_code == 401
+    assert anon.get(SESSIONS, REMOTE_ADDR="::ffff:203.0.113.7").status_code == 429
+
+    reset("--ip", "::ffff:203.0.113.7")
+
+    assert anon.get(SESSIONS, REMOTE_ADDR="203.0.113.7").status_code == 401
+
+
+def test_resetting_any_address_of_an_ipv6_64_resets_the_64(anon, settings):
+    settings.RATE_LIMITS = {**settings.RATE_LIMITS, "anon": "1/hour"}
+    assert anon.get(SESSIONS, REMOTE_ADDR="2001:db8:0:1::1").status_code == 401
+    assert anon.get(SESSIONS, REMOTE_ADDR="2001:db8:0:1::2").status_code == 429
+
+    reset("--ip", "2001:db8:0:1::99")
+
+    assert anon.get(SESSIONS, REMOTE_ADDR="2001:db8:0:1::3").status_code == 401

@@ -11,8 +11,17 @@ from django.test import RequestFactory
 from redis.connection import AbstractConnection
 
 from chat import throttles
-from chat.net import client_ip
-from chat.throttles import CacheCounter, FailureLog, Limit, RateLimiter, RedisCounter, counter_identity, parse_rate
+from chat.net import client_ip, ip_identity
+from chat.throttles import (
+    CacheCounter,
+    FailureLog,
+    Limit,
+    RateLimiter,
+    RedisCounter,
+    counter_identity,
+    limits_for_request,
+    parse_rate,
+)
 from tests.support import FakeClock
 
 
@@ -235,6 +244,7 @@ def test_client_ip_ignores_x_forwarded_for_without_trusted_proxies(requests, set
         (1, "not-an-ip", "10.0.0.1"),
         (1, "", "10.0.0.1"),
         (1, "2001:0db8:0000:0000:0000:0000:0000:0001", "2001:db8::1"),
+        (1, "::ffff:203.0.113.7", "203.0.113.7"),  # an IPv4 client on a dual-stack socket
     ],
 )
 def test_client_ip_takes_the_entry_the_trusted_proxies_point_at(requests, settings, proxies, forwarded, expected):
@@ -248,3 +258,32 @@ def test_the_module_limiter_reads_the_rates_at_request_time(settings):
     assert throttles.rate_for("guest_poll") == parse_rate("7/second")
     with pytest.raises(ImproperlyConfigured):
         throttles.rate_for("no-such-scope")
+
+
+@pytest.mark.parametrize(
+    ("address", "identity"),
+    [
+        ("203.0.113.7", "203.0.113.7"),
+        ("::ffff:203.0.113.7", "203.0.113.7"),
+        ("::FFFF:cb00:7107", "203.0.113.7"),
+        ("2001:db8:1:2:3:4:5:6", "2001:db8:1:2::/64"),
+        ("2001:db8:1:2::ffff", "2001:db8:1:2::/64"),
+        ("fe80::1%eth0", "fe80::/64"),
+        ("not-an-ip", None),
+    ],
+)
+def test_the_ip_limits_count_ipv6_by_its_64_and_mapped_ipv4_as_ipv4(address, identity):
+    assert ip_identity(address) == identity
+
+
+def test_every_address_of_one_ipv6_64_spends_one_budget(requests, settings):
+    settings.RATE_LIMITS = {**settings.RATE_LIMITS, "guest_create": "2/hour"}
+    limiter = RateLimiter(counter=CacheCounter(LocMemCache("ipv6", {})), clock=FakeClock(1_000_000))
+    addresses = ["2001:db8:1:2::1", "2001:db8:1:2::2", "2001:db8:1:2:ffff::9"]
+    decisions = [
+        limiter.hit(limits_for_request(requests.post("/", REMOTE_ADDR=address), ["guest_create"], {}))
+        for address in addresses
+    ]
+    assert [d.allowed for d in decisions] == [True, True, False]
+    other = limiter.hit(limits_for_request(requests.post("/", REMOTE_ADDR="2001:db8:1:3::1"), ["guest_create"], {}))
+    assert other.allowed  # the next /64 is another client

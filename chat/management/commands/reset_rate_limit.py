@@ -1,17 +1,17 @@
-import ipaddress
-
 from django.core.cache import caches
 from django.core.management.base import BaseCommand, CommandError
 from django_redis.cache import RedisCache
 
 from accounts.models import User
 from chat import throttles
+from chat.net import ip_identity
 
 
 class Command(BaseCommand):
     help = (
         "Lift a rate-limit block: delete the counters of the current windows for USERNAME (every tier), "
-        "for --ip IP (anonymous callers, guest session creation, the guest flood guard) or for --guest KEY "
+        "for --ip IP (anonymous callers, guest session creation, the guest flood guard; an IPv6 address "
+        "stands for its /64, as the limiter counts it) or for --guest KEY "
         "(a guest session's polling and sending). The next request starts a fresh count."
     )
 
@@ -31,11 +31,10 @@ class Command(BaseCommand):
                 raise CommandError(f"no user {username!r}") from None
             who, limits = f"user {username!r}", throttles.limits_for_user(user)
         elif ip is not None:
-            try:
-                ip = str(ipaddress.ip_address(ip.strip()))
-            except ValueError:
-                raise CommandError(f"{ip!r} is not an IP address") from None
-            who, limits = f"IP {ip}", throttles.limits_for_identity(throttles.IP, ip)
+            identity = ip_identity(ip)
+            if identity is None:
+                raise CommandError(f"{ip!r} is not an IP address")
+            who, limits = f"IP {identity}", throttles.limits_for_identity(throttles.IP, identity)
         else:
             if not guest.strip():
                 raise CommandError("the guest session key is empty")
