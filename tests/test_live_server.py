@@ -12,6 +12,7 @@ from types import SimpleNamespace
 
 import pytest
 from django.db import connection
+from django.test import Client
 
 from tests.support import (
     EventStream,
@@ -244,3 +245,41 @@ def test_with_redis_killed_mid_stream_messages_still_arrive_within_seconds(serve
     stream.close()
     log = servers.live_log.read_text()
     assert "wake-up channel lost" in log
+
+
+def test_the_staff_inbox_stream_sends_the_row_of_each_session_that_gets_a_message(servers, staff):
+    inbox = EventStream(servers.live, "/api/v1/chat/guest/inbox/events", {"Authorization": f"Bearer {staff.api_token}"})
+    assert inbox.status == 200 and inbox.headers["Content-Type"].startswith("text/event-stream")
+    key = new_session(servers.wsgi)
+    sent = send(servers.wsgi, key, "is anyone there?")
+
+    event = inbox.next(timeout=3)
+    row = json.loads(event["data"])
+    assert event["event"] == "session" and "id" not in event  # no resume ids: a reconnect re-reads the inbox
+    assert row["session_key"] == key and row["last_message_id"] == sent["id"]
+    assert row["awaiting_reply"] is True and row["last_role"] == "user" and row["message_count"] == 1
+
+    body = json.dumps({"content": "yes"}).encode()
+    headers = {"Content-Type": "application/json", "Authorization": f"Token {staff.api_token}"}
+    assert call(servers.wsgi, "POST", f"{GUEST}/{key}/replies", headers, body)[0] == 201
+    row = json.loads(inbox.next(timeout=3)["data"])
+    assert row["session_key"] == key and row["awaiting_reply"] is False and row["message_count"] == 2
+    inbox.close()
+
+
+def test_the_inbox_stream_takes_the_admin_login_cookie_and_refuses_everyone_else(servers, staff, alice):
+    browser = Client()
+    browser.force_login(staff)
+    cookie = f"sessionid={browser.cookies['sessionid'].value}"
+    by_cookie = EventStream(servers.live, "/api/v1/chat/guest/inbox/events", {"Cookie": cookie})
+    assert by_cookie.status == 200
+    by_cookie.close()
+
+    path = "/api/v1/chat/guest/inbox/events"
+    nobody = EventStream(servers.live, path)
+    assert nobody.status == 401 and json.loads(nobody.body())["error"]["code"] == "UNAUTHENTICATED"
+    bad = EventStream(servers.live, path, {"Authorization": "Bearer nottherightkey"})
+    assert bad.status == 401
+    not_staff = EventStream(servers.live, path, {"Authorization": f"Token {alice.api_token}"})
+    assert not_staff.status == 403 and json.loads(not_staff.body())["error"]["code"] == "FORBIDDEN"
+    assert not_staff.headers["X-RateLimit-Limit"] == "100"  # alice's free tier, counted before the 403

@@ -55,6 +55,8 @@ def test_a_long_poll_that_reaches_the_wsgi_app_is_answered_at_once_counted_and_l
     ("method", "path", "query", "live"),
     [
         ("GET", f"{GUEST}/k/events", b"", True),
+        ("GET", f"{GUEST}/inbox/events", b"", True),
+        ("GET", f"{GUEST}/inbox", b"wait=5", False),  # the inbox list is Django's
         ("POST", f"{GUEST}/k/events", b"", True),  # the live app's 405
         ("GET", f"{GUEST}/k/messages", b"wait=5", True),
         ("GET", f"{GUEST}/k/messages", b"last_message_id=3&wait=", True),  # the live app's 400

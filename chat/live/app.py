@@ -22,7 +22,7 @@ from django.conf import settings
 
 from chat.api.errors import DATABASE_DOWN
 from chat.exceptions import ApiError, NotFound, ServiceUnavailable
-from chat.live import guest, http
+from chat.live import guest, http, inbox
 from chat.live.channel import Channel
 from chat.live.db import Database
 from chat.live.hub import Hub
@@ -37,11 +37,12 @@ MESSAGES_RE = re.compile(r"/api/v1/chat/guest/([^/]+)/messages")
 
 
 def handles(scope: dict) -> bool:
-    """Whether a request is the live app's: a guest event stream, or a guest poll with `wait` (a long-poll)."""
+    """Whether a request is the live app's: an event stream (a guest's, the staff inbox's), or a guest poll
+    with `wait` (a long-poll)."""
     path = scope["path"]
     if not path.startswith(GUEST_PREFIX):
         return False
-    if EVENTS_RE.fullmatch(path):
+    if path == inbox.PATH or EVENTS_RE.fullmatch(path):
         return True
     return scope["method"] == "GET" and MESSAGES_RE.fullmatch(path) is not None and _has_wait(scope)
 
@@ -65,6 +66,7 @@ class LiveApp:
         self.db: Database | None = None
         self.channel: Channel | None = None
         self.slots: Slots | None = None
+        self.inbox = inbox.InboxFeed(self)
         self._started = False
         self._start_lock: asyncio.Lock | None = None
 
@@ -80,6 +82,8 @@ class LiveApp:
         events, messages = EVENTS_RE.fullmatch(path), MESSAGES_RE.fullmatch(path)
         if (events or messages) and request.method != "GET":
             await self.serve(request, send, lambda: self._not_allowed(request))
+        elif path == inbox.PATH:
+            await inbox.inbox_stream(self, request, send, receive)
         elif events:
             await guest.stream(self, request, send, receive, events[1])
         elif messages:
@@ -113,7 +117,8 @@ class LiveApp:
                 status = 200
         finally:
             extra = {"events": request.events} if hasattr(request, "events") else {}
-            http.log_request(request, status=status, **extra)
+            user = str(request.user.pk) if request.user.is_authenticated else "guest"
+            http.log_request(request, status=status, user=user, **extra)
             trace_id_var.reset(token)
 
     async def ensure_started(self) -> None:
@@ -145,6 +150,7 @@ class LiveApp:
         if not self.hub.closing:
             logger.info("shutting down: ending %s waiting sessions' long-polls and streams", self.hub.waiting_sessions)
         self.hub.close()
+        self.inbox.close()
 
     def _chain_shutdown_signals(self) -> None:
         if threading.current_thread() is not threading.main_thread():

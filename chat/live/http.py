@@ -14,6 +14,7 @@ from urllib.parse import parse_qs
 from django.conf import settings
 from django.contrib.auth.models import AnonymousUser
 from django.http.cookie import parse_cookie
+from django.http.request import HttpHeaders
 
 from chat import metrics, throttles
 from chat.api.errors import envelope, error_body
@@ -36,7 +37,8 @@ KEEP_ALIVE = b": keep-alive\n\n"
 
 
 class LiveRequest:
-    """An ASGI request with what chat.throttles, chat.net and trace_id_from read: META (and COOKIES)."""
+    """An ASGI request with what chat.throttles, chat.net, trace_id_from and DRF's token authentication
+    read: META, headers, COOKIES."""
 
     def __init__(self, scope: dict):
         self.method = scope["method"]
@@ -55,6 +57,7 @@ class LiveRequest:
             text = value.decode("latin-1")
             meta[key] = f"{meta[key]},{text}" if key in meta else text
         self.META = meta
+        self.headers = HttpHeaders(meta)
         self.COOKIES = parse_cookie(meta.get("HTTP_COOKIE", ""))
         self.trace_id = trace_id_from(self)
         self.user = AnonymousUser()
