@@ -37,4 +37,6 @@ EXPOSE 8000
 # No curl in a slim image: the standard library fetches /healthz (any non-2xx or no answer fails).
 HEALTHCHECK --interval=15s --timeout=5s --start-period=20s --retries=3 \
     CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/healthz' % os.environ.get('PORT', '8000'), timeout=3)"]
+# The API. The waiting side (chat.live) runs the same image with another command:
+# uvicorn chatsite.asgi:application --host 0.0.0.0 --port 8001 (docker-compose.yml, service live).
 CMD ["gunicorn", "-c", "gunicorn.conf.py", "chatsite.wsgi"]

@@ -221,6 +221,7 @@ SPECTACULAR_SETTINGS = {
         "drf_spectacular.hooks.postprocess_schema_enums",
         "chat.api.schema.require_request_bodies",
         "chat.api.schema.add_operations_endpoints",
+        "chat.api.schema.add_live_endpoints",
         "chat.api.schema.tag_api_parts",
     ],
     # A message's role appears as `role` and as the inbox's `last_role`: one enum.

@@ -43,6 +43,8 @@ METRICS_TOKEN = "deploy-test-metrics-token-0123456789abcdef"
 GUNICORN_CMD = ["gunicorn", "-c", "gunicorn.conf.py", "chatsite.wsgi"]
 COLLECTSTATIC_CMD = ["python", "manage.py", "collectstatic", "--noinput"]
 MIGRATE_CMD = ["python", "manage.py", "migrate", "--noinput"]
+# The compose live service (chat.live); tests/test_live_*.py run the same app under uvicorn.
+LIVE_CMD = ["uvicorn", "chatsite.asgi:application", "--host", "0.0.0.0", "--port", "8001", "--no-access-log"]  # noqa: S104 (inside a container)
 HEALTHCHECK_SNIPPET = (
     "import os, urllib.request; urllib.request.urlopen("
     "'http://127.0.0.1:%s/healthz' % os.environ.get('PORT', '8000'), timeout=3)"
@@ -387,3 +389,8 @@ def test_docker_files_run_the_commands_the_tests_run():
     # The app runs with every variable of the README's production environment.
     assert set(production_env()) <= set(app["environment"])
     assert app["environment"] == services["migrate"]["environment"]
+    live = services["live"]
+    assert live["command"] == LIVE_CMD and live["image"] == app["image"]
+    assert live["environment"] == {**app["environment"], "PORT": "8001"}
+    assert live["depends_on"] == app["depends_on"]
+    assert live["healthcheck"]["test"] == ["CMD", *probe]

@@ -84,3 +84,21 @@ def test_operations_are_tagged_by_the_apis_parts_not_the_urls_first_word(anon):
     declared = {tag["name"]: tag.get("description") for tag in schema["tags"]}
     assert set(declared) == used
     assert all(declared[name] for name in ("Guest chat", "Messages", "Sessions", "Operations"))
+
+
+def test_schema_documents_wait_and_the_event_streams(anon):
+    paths = anon.get("/api/schema/", HTTP_ACCEPT="application/vnd.oai.openapi+json").json()["paths"]
+    poll = paths["/api/v1/chat/guest/{session_key}/messages"]["get"]
+    [wait] = [p for p in poll["parameters"] if p["name"] == "wait"]
+    assert wait["in"] == "query" and wait["schema"] == {"type": "integer", "minimum": 0, "maximum": 30}
+
+    guest = paths["/api/v1/chat/guest/{session_key}/events"]["get"]
+    assert "text/event-stream" in guest["responses"]["200"]["content"]
+    assert {"400", "404", "429"} <= set(guest["responses"])
+    assert "Last-Event-ID" in {p["name"] for p in guest["parameters"]}
+    assert "event: message" in guest["description"]
+
+    inbox = paths["/api/v1/chat/guest/inbox/events"]["get"]
+    assert "text/event-stream" in inbox["responses"]["200"]["content"]
+    assert {"401", "403"} <= set(inbox["responses"])
+    assert "event: session" in inbox["description"]

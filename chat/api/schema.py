@@ -280,3 +280,111 @@ def add_operations_endpoints(result, generator, request, public):
     result["paths"].update(OPERATIONS_PATHS)
     result.setdefault("components", {}).setdefault("schemas", {})["StatusEnvelope"] = STATUS_ENVELOPE
     return result
+
+
+# The event streams are served by chat.live on ASGI (no DRF view to read), so the schema states them here.
+_KEY = {
+    "in": "path",
+    "name": "session_key",
+    "required": True,
+    "schema": {"type": "string", "format": "uuid"},
+    "description": "The guest session's key",
+}
+_TRACE = {
+    "in": "header",
+    "name": "X-Request-ID",
+    "schema": {"type": "string"},
+    "description": "Trace id to use if 1-64 characters of [A-Za-z0-9._-]; echoed back",
+}
+_STREAM_HEADERS = {
+    "X-Request-ID": {"schema": {"type": "string"}, "description": "The request's trace id"},
+    "Cache-Control": {"schema": {"type": "string", "enum": ["no-store"]}},
+    "X-Accel-Buffering": {"schema": {"type": "string", "enum": ["no"]}, "description": "Tells nginx not to buffer"},
+    "X-RateLimit-Limit": {"schema": {"type": "integer"}, "description": "The binding limit"},
+    "X-RateLimit-Remaining": {"schema": {"type": "integer"}, "description": "Requests left in the window"},
+    "X-RateLimit-Reset": {"schema": {"type": "string"}, "description": "When the window ends, UTC ISO 8601"},
+}
+_EVENT_STREAM = {"text/event-stream": {"schema": {"type": "string"}}}
+GUEST_EVENTS_FORMAT = (
+    "Each message is one event: `id: <the message's integer id>`, `event: message`, `data: <the "
+    "ChatMessageResource as one line of JSON>`, then a blank line. While idle, a comment line (`: keep-alive`) "
+    "at least every 15 s. The stream ends after 300 s (LIVE_STREAM_MAX_SECONDS) or when the server shuts down; "
+    "EventSource reconnects with Last-Event-ID and loses nothing."
+)
+
+LIVE_PATHS = {
+    "/api/v1/chat/guest/{session_key}/events": {
+        "get": {
+            "operationId": "guest_events_stream",
+            "tags": ["Guest chat"],
+            "summary": "A guest session's messages as server-sent events",
+            "description": "The messages after `Last-Event-ID` (else `last_message_id`, else 0), oldest first, "
+            "then each new one as it is committed. " + GUEST_EVENTS_FORMAT + " Opening a stream counts as one "
+            "guest poll; at most 3 open streams per session key and 30 per client IP (429 beyond). Errors before "
+            "the stream starts are the JSON envelope. Served by the live (ASGI) process.",
+            "security": [{}],
+            "parameters": [
+                _KEY,
+                {
+                    "in": "header",
+                    "name": "Last-Event-ID",
+                    "schema": {"type": "integer", "format": "int64", "minimum": 0},
+                    "description": "Resume after this message id (EventSource sends it when it reconnects)",
+                },
+                {
+                    "in": "query",
+                    "name": "last_message_id",
+                    "schema": {"type": "integer", "format": "int64", "minimum": 0},
+                    "description": "Start after this message id when there is no Last-Event-ID (default 0)",
+                },
+                _TRACE,
+            ],
+            "responses": {
+                "200": {
+                    "description": "text/event-stream: `event: message` events. Example:\n\n"
+                    '```\nid: 22004\nevent: message\ndata: {"id":22004,"message_id":"w-1","role":"user",'
+                    '"content":"Hi","contentType":"text","timestamp":"2026-11-30T10:45:03.771959Z"}\n\n'
+                    ": keep-alive\n```",
+                    "headers": _STREAM_HEADERS,
+                    "content": _EVENT_STREAM,
+                },
+                "400": _json(_ERROR, "A bad Last-Event-ID or last_message_id (VALIDATION_ERROR)"),
+                "404": _json(_ERROR, "Unknown session key (NOT_FOUND)"),
+                "405": _json(_ERROR, "Any method but GET (METHOD_NOT_ALLOWED)"),
+                "429": _json(_ERROR, "Poll limit spent, or too many open streams (RATE_LIMIT_EXCEEDED)"),
+                "503": _json(_ERROR, "Database unreachable, or the server is shutting down (SERVICE_UNAVAILABLE)"),
+            },
+        }
+    },
+    "/api/v1/chat/guest/inbox/events": {
+        "get": {
+            "operationId": "guest_inbox_events_stream",
+            "tags": ["Guest chat"],
+            "summary": "The staff inbox as server-sent events",
+            "description": "Staff only (a token, or the admin's login cookie, which EventSource sends). Whenever a "
+            "guest session gets a message: `event: session` with its inbox row (GuestInboxSession) as one line of "
+            "JSON as `data`. No resume ids: a reconnecting client re-reads GET /api/v1/chat/guest/inbox. Keep-alive "
+            "comments and the 300 s end as on the guest stream. On the staff member's tier budget.",
+            "security": [{"tokenAuth": []}, {"cookieAuth": []}],
+            "parameters": [_TRACE],
+            "responses": {
+                "200": {
+                    "description": "text/event-stream: `event: session` events with a GuestInboxSession as data",
+                    "headers": _STREAM_HEADERS,
+                    "content": _EVENT_STREAM,
+                },
+                "401": _json(_ERROR, "No or invalid credentials (UNAUTHENTICATED)"),
+                "403": _json(_ERROR, "Not staff (FORBIDDEN)"),
+                "405": _json(_ERROR, "Any method but GET (METHOD_NOT_ALLOWED)"),
+                "429": _json(_ERROR, "Rate limit exceeded (RATE_LIMIT_EXCEEDED)"),
+                "503": _json(_ERROR, "Database unreachable, or the server is shutting down (SERVICE_UNAVAILABLE)"),
+            },
+        }
+    },
+}
+
+
+def add_live_endpoints(result, generator, request, public):
+    """Document the event streams of chat.live, which DRF does not see."""
+    result["paths"].update(LIVE_PATHS)
+    return result
