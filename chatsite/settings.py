@@ -11,6 +11,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import dj_database_url
+from corsheaders.defaults import default_headers
 from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -71,6 +72,7 @@ INSTALLED_APPS = [
     "rest_framework.authtoken",
     "drf_spectacular",
     "drf_spectacular_sidecar",
+    "corsheaders",
     "accounts",
     "chat",
     "chat.web",
@@ -79,6 +81,9 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "chat.middleware.RequestIdMiddleware",
     "chat.observability.RequestLogMiddleware",
+    # Before the body limit, redirects, sessions and DRF's authentication and rate
+    # limits: a preflight is answered here, and every answer below gets CORS headers.
+    "chat.cors.CorsMiddleware",
     "chat.middleware.BodySizeLimitMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
@@ -276,6 +281,17 @@ METRICS_TOKEN = env_str("METRICS_TOKEN")
 DEMO_PAGE = env_bool("DEMO_PAGE", False)
 # The API origin the demo page's widget talks to (e.g. http://127.0.0.1:8000); empty: the page's own.
 DEMO_WIDGET_API = env_str("DEMO_WIDGET_API").rstrip("/")
+# Browsers on other origins (chat.cors, API.md "Browsers (CORS)"). Exact origins
+# ("https://shop.example", comma-separated; none by default) that may call every endpoint.
+CORS_ALLOWED_ORIGINS = env_list("CORS_ALLOWED_ORIGINS", [])
+# true: the guest endpoints (not the staff or authenticated ones) answer any origin with "*".
+CORS_GUEST_ANY_ORIGIN = env_bool("CORS_GUEST_ANY_ORIGIN", False)
+# Never cookies cross-origin: tokens travel in Authorization.
+CORS_ALLOW_CREDENTIALS = False
+CORS_ALLOW_HEADERS = (*default_headers, "x-request-id", "x-correlation-id", "last-event-id")
+# Browsers may reuse a preflight's answer for ten minutes.
+CORS_PREFLIGHT_MAX_AGE = 600
+CORS_EXPOSE_HEADERS = ("X-RateLimit-Limit", "X-RateLimit-Remaining", "X-RateLimit-Reset", "Retry-After", "X-Request-ID")
 
 # Production hardening; every switch can be set from the environment.
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if env_bool("SECURE_PROXY_SSL_HEADER") else None
