@@ -1,5 +1,6 @@
 """Browsers on other origins (API.md, "Browsers (CORS)"), through the real URLs and middleware."""
 
+import asyncio
 import itertools
 
 import pytest
@@ -9,6 +10,8 @@ from django.db import OperationalError
 from django.test import RequestFactory
 
 from chat import cors, selectors
+from chat.live import http as live_http
+from chat.live.app import application as live_application
 from tests.support import ApiClient, assert_envelope
 
 SHOP = "https://shop.example"
@@ -228,3 +231,60 @@ def test_a_malformed_allowed_origin_fails_the_system_checks(settings, origin):
     settings.CORS_ALLOWED_ORIGINS = [origin]
     with pytest.raises(SystemCheckError, match="CORS_ALLOWED_ORIGINS"):
         call_command("check")
+
+
+# The ASGI waiting side (chat.live), which runs no Django middleware, applies the same function.
+
+
+def asgi_scope(method: str, path: str, headers: dict[str, str]) -> dict:
+    return {
+        "type": "http",
+        "method": method,
+        "path": path,
+        "query_string": b"",
+        "client": ("127.0.0.1", 5000),
+        "headers": [(name.lower().encode(), value.encode()) for name, value in headers.items()],
+    }
+
+
+def call_live(scope: dict) -> tuple[int, dict[str, str]]:
+    sent = []
+
+    async def receive():
+        return {"type": "http.disconnect"}
+
+    async def send(message):
+        sent.append(message)
+
+    asyncio.run(live_application(scope, receive, send))
+    start = sent[0]
+    return start["status"], {name.decode(): value.decode() for name, value in start["headers"]}
+
+
+@pytest.mark.parametrize("path", ["/api/v1/chat/guest/k/events", "/api/v1/chat/guest/inbox/events"])
+def test_the_live_app_answers_a_preflight_like_django_before_anything_else(anon, path, guest_any_origin):
+    headers = {"Origin": SHOP, "Access-Control-Request-Method": "GET", "Authorization": "Token not-a-token"}
+    status, live = call_live(asgi_scope("OPTIONS", path, headers))
+    django = preflight(anon, path, method="GET", HTTP_AUTHORIZATION="Token not-a-token")
+    assert status == django.status_code == 200
+    assert {k: v for k, v in live.items() if k.lower().startswith("access-control-")} == access_control(django)
+    assert live["Vary"] == "Origin" and live["X-Request-ID"]
+    assert "X-RateLimit-Remaining" not in live
+
+    _, other = call_live(asgi_scope("OPTIONS", path, {**headers, "Origin": STRANGER}))
+    if "inbox" in path:
+        assert not any(name.lower().startswith("access-control-") for name in other)
+    else:
+        assert other["Access-Control-Allow-Origin"] == "*"
+
+
+@pytest.mark.parametrize("guest_any", [False, True])
+def test_the_live_apps_headers_are_chat_cors_headers(settings, guest_any):
+    settings.CORS_GUEST_ANY_ORIGIN = guest_any
+    paths = ["/api/v1/chat/guest/k/events", "/api/v1/chat/guest/k/messages", "/api/v1/chat/guest/inbox/events"]
+    for origin, path, method in itertools.product([SHOP, STRANGER], paths, ["GET", "OPTIONS"]):
+        request = live_http.LiveRequest(asgi_scope(method, path, {"Origin": origin}))
+        sent = dict((k.decode(), v.decode()) for k, v in live_http.response_headers(request))
+        expected = cors.cors_headers(origin=origin, path=path, method=method)
+        assert {k: v for k, v in sent.items() if k.startswith("Access-Control-")} == expected, (origin, path)
+        assert sent["Vary"] == "Origin"

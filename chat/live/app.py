@@ -20,6 +20,7 @@ import threading
 
 from django.conf import settings
 
+from chat import cors
 from chat.api.errors import DATABASE_DOWN
 from chat.exceptions import ApiError, NotFound, ServiceUnavailable
 from chat.live import guest, http, inbox
@@ -76,8 +77,12 @@ class LiveApp:
             return
         if scope["type"] != "http":
             return
-        await self.ensure_started()
         request = http.LiveRequest(scope)
+        if cors.is_preflight(request.method, request.headers):
+            # Before anything starts or counts: a preflight never spends a budget or gets a 401.
+            await self.serve(request, send, lambda: http.send_preflight(send, request))
+            return
+        await self.ensure_started()
         path = scope["path"]
         events, messages = EVENTS_RE.fullmatch(path), MESSAGES_RE.fullmatch(path)
         if (events or messages) and request.method != "GET":

@@ -11,12 +11,11 @@ import logging
 import time
 from urllib.parse import parse_qs
 
-from django.conf import settings
 from django.contrib.auth.models import AnonymousUser
 from django.http.cookie import parse_cookie
 from django.http.request import HttpHeaders
 
-from chat import metrics, throttles
+from chat import cors, metrics, throttles
 from chat.api.errors import envelope, error_body
 from chat.exceptions import ApiError
 from chat.json import dumps
@@ -24,7 +23,6 @@ from chat.middleware import trace_id_from
 
 request_logger = logging.getLogger("chat.request")
 
-EXPOSED_HEADERS = "X-RateLimit-Limit, X-RateLimit-Remaining, X-RateLimit-Reset, Retry-After, X-Request-ID"
 SSE_HEADERS = {
     "Content-Type": "text/event-stream; charset=utf-8",
     "Cache-Control": "no-store",
@@ -72,37 +70,41 @@ class LiveRequest:
         return self.META.get("HTTP_" + name.upper().replace("-", "_"))
 
 
-def cors_headers(request: LiveRequest, *, guest: bool) -> dict[str, str]:
-    """What the sync app's CORS middleware adds: for CORS_ALLOWED_ORIGINS, or any origin on guest endpoints
-    when CORS_GUEST_ANY_ORIGIN is on (API.md, "Browsers (CORS)"). Never credentials."""
-    origin = request.header("Origin")
-    if not origin:
+def cors_headers(request: LiveRequest) -> dict[str, str]:
+    """What the sync app's CORS middleware adds: the same function (chat.cors), so the same rules."""
+    if not cors.cors_enabled(request.path):
         return {}
-    if origin in getattr(settings, "CORS_ALLOWED_ORIGINS", ()):
-        allowed = origin
-    elif guest and getattr(settings, "CORS_GUEST_ANY_ORIGIN", False):
-        allowed = "*"
-    else:
-        return {}
-    return {"Access-Control-Allow-Origin": allowed, "Access-Control-Expose-Headers": EXPOSED_HEADERS, "Vary": "Origin"}
+    return {
+        **cors.cors_headers(origin=request.header("Origin"), path=request.path, method=request.method),
+        "Vary": "Origin",
+    }
 
 
-def response_headers(request: LiveRequest, extra: dict[str, str] | None = None, *, guest: bool = True):
+async def send_preflight(send, request: LiveRequest) -> int:
+    """A CORS preflight, answered as Django's CorsMiddleware answers it: 200, empty, before anything else."""
+    await send(
+        {"type": "http.response.start", "status": 200, "headers": response_headers(request, {"Content-Length": "0"})}
+    )
+    await send({"type": "http.response.body", "body": b""})
+    return 200
+
+
+def response_headers(request: LiveRequest, extra: dict[str, str] | None = None):
     headers = {
         "X-Request-ID": request.trace_id,
         **throttles.response_headers(request),
-        **cors_headers(request, guest=guest),
+        **cors_headers(request),
         **(extra or {}),
     }
     return [(name.encode("latin-1"), value.encode("latin-1")) for name, value in headers.items()]
 
 
-async def send_json(send, request: LiveRequest, status: int, body: dict, headers: dict | None = None, *, guest=True):
+async def send_json(send, request: LiveRequest, status: int, body: dict, headers: dict | None = None):
     await send(
         {
             "type": "http.response.start",
             "status": status,
-            "headers": response_headers(request, {**JSON_HEADERS, **(headers or {})}, guest=guest),
+            "headers": response_headers(request, {**JSON_HEADERS, **(headers or {})}),
         }
     )
     await send({"type": "http.response.body", "body": dumps(body)})
@@ -113,16 +115,14 @@ async def send_success(send, request: LiveRequest, *, message: str, data, meta=N
     return 200
 
 
-async def send_error(send, request: LiveRequest, error: ApiError, *, guest: bool = True) -> int:
+async def send_error(send, request: LiveRequest, error: ApiError) -> int:
     body = error_body(request, code=error.code, message=error.message, details=error.details)
-    await send_json(send, request, error.status, body, error.headers, guest=guest)
+    await send_json(send, request, error.status, body, error.headers)
     return error.status
 
 
-async def start_stream(send, request: LiveRequest, *, guest: bool = True) -> None:
-    await send(
-        {"type": "http.response.start", "status": 200, "headers": response_headers(request, SSE_HEADERS, guest=guest)}
-    )
+async def start_stream(send, request: LiveRequest) -> None:
+    await send({"type": "http.response.start", "status": 200, "headers": response_headers(request, SSE_HEADERS)})
 
 
 def sse_event(event: str, data, event_id: int | None = None) -> bytes:

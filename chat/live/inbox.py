@@ -152,7 +152,7 @@ async def _inbox_stream(app, request, send, receive) -> int:
     listener = Listener()
     app.inbox.add(listener)
     try:
-        await http.start_stream(send, request, guest=False)
+        await http.start_stream(send, request)
         metrics.live_streams_opened.labels("inbox").inc()
         request.events = 0
         gone = asyncio.Event()
