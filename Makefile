@@ -15,14 +15,20 @@ $(STAMP): requirements.txt requirements-dev.txt
 	$(BIN)/python -m pip install --quiet -r requirements-dev.txt
 	rm -f $(VENV)/.installed-* && touch $(STAMP)
 
-install: $(STAMP)
+install: $(STAMP) .env
+
+# Development settings for every command of this checkout (chatsite/settings.py reads
+# .env; the environment wins): DEBUG on and a key of its own. Git- and docker-ignored.
+.env:
+	@printf '%s\n' '# Written by make for development on this checkout; never deploy it (see .env.example).' \
+		'DEBUG=true' "SECRET_KEY=$$($(PYTHON) -c 'import secrets; print(secrets.token_urlsafe(50))')" > $@
+	@echo "Wrote .env (DEBUG=true, a generated SECRET_KEY) for manage.py commands in any terminal."
 
 # Serve on $(HOST):$(PORT): SQLite and the in-process cache unless DATABASE_URL /
-# REDIS_URL are set. DEBUG is on here (and only here) unless you set it. One port,
+# REDIS_URL are set. DEBUG is on through .env (above) unless you set it. One port,
 # one uvicorn process: the waiting endpoints (chat.live) and Django (chatsite.asgi).
 run: install
-	@export DEBUG=$${DEBUG:-true}; \
-	$(BIN)/python manage.py migrate --noinput && \
+	@$(BIN)/python manage.py migrate --noinput && \
 	TOKEN=$$($(BIN)/python manage.py issue_token demo --create | tail -n 1) && \
 	echo "" && \
 	echo "Demo user 'demo', API token: $$TOKEN" && \
@@ -48,7 +54,7 @@ lint: install
 # "Production environment"); fails on any warning. tests/test_deploy.py runs it
 # with the README's production environment on every test run.
 check-deploy: install
-	$(BIN)/python manage.py check --deploy --fail-level WARNING
+	ENV_FILE= $(BIN)/python manage.py check --deploy --fail-level WARNING
 
 # The load benchmark against its baselines (README, "Benchmarks"): needs PostgreSQL
 # on 127.0.0.1:5432 (it makes the chat_bench database), Redis on 127.0.0.1:6379

@@ -49,6 +49,31 @@ def env_list(name: str, default: list[str]) -> list[str]:
     return [item.strip() for item in raw.split(",") if item.strip()]
 
 
+def read_env_file(path: Path) -> None:
+    """A development .env (`make install` writes one): KEY=VALUE lines, each a default under the real environment."""
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        return
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        key, sep, value = line.removeprefix("export ").partition("=")
+        key, value = key.strip(), value.strip()
+        if not sep or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key):
+            raise ImproperlyConfigured(f"{path}: a line is not KEY=VALUE: {line!r}")
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
+            value = value[1:-1]
+        os.environ.setdefault(key, value)
+
+
+# The checkout's .env (git- and docker-ignored), so every command of a newcomer's
+# terminals has what `make run` has; ENV_FILE names another file, or none when empty.
+ENV_FILE = os.environ.get("ENV_FILE", str(BASE_DIR / ".env"))
+if ENV_FILE:
+    read_env_file(Path(ENV_FILE))
+
 DEBUG = env_bool("DEBUG")
 
 SECRET_KEY = env_str("SECRET_KEY")
