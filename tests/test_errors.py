@@ -157,7 +157,7 @@ def test_errors_show_no_internals_when_debug_is_off(as_alice, monkeypatch):
     def explode(**kwargs):
         raise RuntimeError("SELECT secret FROM internals")
 
-    monkeypatch.setattr(selectors, "session_messages", explode)
+    monkeypatch.setattr(selectors, "session_history", explode)
     response = as_alice.get(URL, {"session_id": "s1"})
     assert_envelope(response, 500, "INTERNAL_ERROR")
     assert "secret" not in response.content.decode()
@@ -179,7 +179,7 @@ def test_a_django_validation_error_in_an_api_view_is_a_400_envelope(as_alice, mo
     def refuse(**kwargs):
         raise ValidationError("“x” value has an invalid format.")
 
-    monkeypatch.setattr(selectors, "session_messages", refuse)
+    monkeypatch.setattr(selectors, "session_history", refuse)
     body = assert_envelope(as_alice.get(URL, {"session_id": "s1"}), 400, "VALIDATION_ERROR")
     assert body["error"]["details"] == {"non_field_errors": ["“x” value has an invalid format."]}
 

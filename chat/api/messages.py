@@ -2,7 +2,18 @@
 
 import orjson
 from django.core.exceptions import ValidationError as DjangoValidationError
-from drf_spectacular.utils import PolymorphicProxySerializer, extend_schema, extend_schema_serializer
+from django.http import HttpResponse, HttpResponseNotModified, StreamingHttpResponse
+from django.http.response import HttpResponseBase
+from django.utils.http import parse_etags, urlencode
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import (
+    OpenApiParameter,
+    OpenApiResponse,
+    PolymorphicProxySerializer,
+    extend_schema,
+    extend_schema_field,
+    extend_schema_serializer,
+)
 from rest_framework import serializers
 from rest_framework.response import Response
 
@@ -10,11 +21,63 @@ from chat import selectors, services
 from chat.api import fields
 from chat.api.base import ApiView
 from chat.api.schema import RATE_LIMIT_HEADERS, REQUEST_ID_HEADERS, errors
-from chat.exceptions import NotFound
+from chat.exceptions import ApiError, NotFound
 from chat.models import CLIENT_ID_PATTERN, MAX_EXTRA_BYTES, ContentType, Role, client_id_validator
 from chat.selectors import message_to_wire
 
 MAX_MESSAGES_PER_REQUEST = 100
+MAX_PAGE = 1000
+
+IF_NONE_MATCH = OpenApiParameter(
+    "If-None-Match",
+    OpenApiTypes.STR,
+    OpenApiParameter.HEADER,
+    description="An ETag of an earlier answer: 304 with no body if the history has not changed since",
+)
+HISTORY_HEADERS = [
+    OpenApiParameter(
+        "ETag",
+        OpenApiTypes.STR,
+        OpenApiParameter.HEADER,
+        response=[200, 304],
+        description="Changes with every write to the session (and differs per page)",
+    ),
+    OpenApiParameter(
+        "Link",
+        OpenApiTypes.STR,
+        OpenApiParameter.HEADER,
+        response=[200],
+        description='With `limit`, while older messages remain: `<...&before=CURSOR>; rel="prev"` (RFC 8288)',
+    ),
+    OpenApiParameter(
+        "Cache-Control",
+        OpenApiTypes.STR,
+        OpenApiParameter.HEADER,
+        response=[200, 304],
+        description="`no-store`: a chat is kept by its client, not by caches; revalidate with If-None-Match",
+    ),
+]
+
+
+@extend_schema_field({"type": "integer", "minimum": 1, "maximum": MAX_PAGE})
+class PageLimitField(fields.StrictRegexField):
+    """ASCII digits only (no `5.0`, ` 5`, `٣`); the range is checked by the serializer."""
+
+
+def etag_matches(if_none_match: str, etag: str) -> bool:
+    """RFC 9110's weak comparison of If-None-Match against our (strong) ETag; `*` matches."""
+    tags = parse_etags(if_none_match)
+    return "*" in tags or etag in (tag.removeprefix("W/") for tag in tags)
+
+
+def history_headers(response: HttpResponseBase, etag: str) -> HttpResponseBase:
+    response["ETag"] = etag
+    # Chats are private: no cache keeps them (hardening), and a client that keeps its
+    # own copy revalidates it with If-None-Match, which works whatever Cache-Control says.
+    response["Cache-Control"] = "no-store"
+    return response
+
+
 MAX_SUGGESTIONS = 20
 
 
@@ -126,11 +189,34 @@ SAVE_MESSAGES_REQUEST = PolymorphicProxySerializer(
 
 
 class ChatMessagesApi(ApiView):
-    """The messages of one of your chat sessions: read them, or save new ones."""
+    """The messages of one of your chat sessions: read them (whole or by pages), or save new ones."""
 
     @extend_schema_serializer(component_name="ChatMessagesQuery")
     class QuerySerializer(serializers.Serializer):
         session_id = client_id_field()
+        limit = PageLimitField(
+            r"^[0-9]{1,4}\Z",
+            required=False,
+            help_text="1-1000: a page, the newest `limit` messages (older than `before`), oldest first",
+        )
+        before = serializers.CharField(
+            required=False,
+            max_length=64,
+            trim_whitespace=False,
+            help_text="Opaque: the `before` of the `Link: rel=prev` header of the page after this one",
+        )
+
+        def validate_limit(self, value: str) -> int:
+            if not 1 <= int(value) <= MAX_PAGE:
+                raise serializers.ValidationError(f"Ensure this value is between 1 and {MAX_PAGE}.")
+            return int(value)
+
+        def validate(self, attrs):
+            if "before" in attrs:
+                if "limit" not in attrs:
+                    raise serializers.ValidationError({"before": ["`before` needs `limit`."]})
+                attrs["before_key"] = selectors.cursor_decode(attrs["before"])
+            return attrs
 
     class InputSerializer(serializers.Serializer):
         """Either `message` or `messages`: the schema says so with the two shapes below."""
@@ -159,14 +245,50 @@ class ChatMessagesApi(ApiView):
 
     @extend_schema(
         operation_id="chat_messages_list",
-        parameters=[QuerySerializer, *REQUEST_ID_HEADERS, *RATE_LIMIT_HEADERS],
-        responses={200: MessageOutputSerializer(many=True), **errors(400, 401, 403, 404, 429, 500, 503)},
-        description="The session's messages, ordered by timestamp, then arrival. Every key is always present.",
+        parameters=[QuerySerializer, IF_NONE_MATCH, *HISTORY_HEADERS, *REQUEST_ID_HEADERS, *RATE_LIMIT_HEADERS],
+        responses={
+            200: MessageOutputSerializer(many=True),
+            304: OpenApiResponse(description="Not modified: `If-None-Match` holds the current ETag. No body."),
+            **errors(400, 401, 403, 404, 429, 500, 503),
+        },
+        description=(
+            "The session's messages, ordered by timestamp, then arrival; every key is always present. "
+            "Without `limit`, all of them (streamed when long). With `limit`, the newest `limit` "
+            "(older than `before`), still oldest first, and while older ones remain a "
+            '`Link: <...>; rel="prev"` header to the page before. Every answer has an `ETag` that changes '
+            "with every write to the session: send it back in `If-None-Match` for a 304 that reads no message."
+        ),
     )
     def get(self, request):
-        query = self.QuerySerializer(data=request.query_params)
+        repeated = {k: ["Give it once."] for k in ("session_id", "limit", "before") if len(request.GET.getlist(k)) > 1}
+        if repeated:
+            raise ApiError(details=repeated)
+        # A plain dict, not the QueryDict: DRF reads an empty optional parameter of a
+        # QueryDict as absent, and `limit=` or `before=` is a mistake to point out.
+        query = self.QuerySerializer(data=request.GET.dict())
         query.is_valid(raise_exception=True)
-        return Response(selectors.session_messages(user=request.user, session_id=query.validated_data["session_id"]))
+        params = query.validated_data
+        session_id, limit = params["session_id"], params.get("limit")
+        etag_query = f"{limit}:{params.get('before')}"
+        if_none_match = request.headers.get("If-None-Match")
+        if if_none_match:
+            state = selectors.session_history_state(user=request.user, session_id=session_id)
+            etag = state.etag(query=etag_query)
+            if etag_matches(if_none_match, etag):
+                return history_headers(HttpResponseNotModified(), etag)
+        history = selectors.session_history(
+            user=request.user, session_id=session_id, limit=limit, before=params.get("before_key")
+        )
+        if history.body is not None:
+            response = HttpResponse(history.body, content_type="application/json")
+        else:  # long: written as it is read, so a worker's memory does not grow with it
+            response = StreamingHttpResponse(history.chunks, content_type="application/json")
+        if history.older is not None:
+            prev = urlencode(
+                {"session_id": session_id, "limit": limit, "before": selectors.cursor_encode(history.older)}
+            )
+            response["Link"] = f'<{request.build_absolute_uri(request.path)}?{prev}>; rel="prev"'
+        return history_headers(response, history.state.etag(query=etag_query))
 
     @extend_schema(
         operation_id="chat_messages_save",

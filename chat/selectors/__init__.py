@@ -6,6 +6,14 @@ from chat.selectors.guest import (
     guest_messages_after,
     guest_sessions_written_since,
 )
+from chat.selectors.history import (
+    History,
+    HistoryState,
+    cursor_decode,
+    cursor_encode,
+    session_history,
+    session_history_state,
+)
 from chat.selectors.inbox import (
     INBOX_PAGE_SIZE,
     InboxPage,
@@ -16,7 +24,6 @@ from chat.selectors.messages import (
     MESSAGE_FIELDS,
     SESSION_FIELDS,
     message_to_wire,
-    session_messages,
     user_sessions,
 )
 
@@ -25,13 +32,18 @@ __all__ = [
     "INBOX_PAGE_SIZE",
     "MESSAGE_FIELDS",
     "SESSION_FIELDS",
+    "History",
+    "HistoryState",
     "InboxPage",
+    "cursor_decode",
+    "cursor_encode",
     "guest_message_to_wire",
     "guest_messages_after",
     "guest_sessions_written_since",
     "inbox_session",
     "inbox_sessions",
     "message_to_wire",
-    "session_messages",
+    "session_history",
+    "session_history_state",
     "user_sessions",
 ]

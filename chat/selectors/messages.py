@@ -2,12 +2,10 @@
 
 from typing import Any
 
-import orjson
 from django.db import connection
 from django.db.models import QuerySet
 from psycopg.types.datetime import TimestamptzLoader
 
-from chat.exceptions import Forbidden, NotFound
 from chat.models import ChatSession
 
 # The GET shape of a message: wire key -> column. Every key is always present.
@@ -47,13 +45,6 @@ def fetch_sql(sql: str, params) -> list[tuple]:
         return cursor.fetchall()
 
 
-def _fetch(queryset: QuerySet) -> list[tuple]:
-    """The rows of a values_list() queryset: built by the ORM, fetched fast on PostgreSQL (fetch_sql)."""
-    if connection.vendor != "postgresql":
-        return list(queryset)
-    return fetch_sql(*queryset.query.sql_with_params())
-
-
 def with_extra(wire: dict[str, Any], extra: dict[str, Any] | None) -> dict[str, Any]:
     """The GET shape followed by the client's extra keys, which never replace a named one."""
     if extra:
@@ -65,33 +56,6 @@ def with_extra(wire: dict[str, Any], extra: dict[str, Any] | None) -> dict[str, 
 def message_to_wire(message) -> dict[str, Any]:
     """A stored ChatMessage in the GET shape, its extra keys last."""
     return with_extra({key: getattr(message, column) for key, column in MESSAGE_FIELDS.items()}, message.extra)
-
-
-def session_messages(*, user, session_id: str) -> list[dict[str, Any]]:
-    """The messages of a user's session in the GET shape, by (timestamp, id).
-
-    One query: the session LEFT JOINed to its messages through the history
-    index, so an empty session (one row of NULLs) and an unknown one (no rows)
-    are told apart without a second round trip.
-    """
-    rows = _fetch(
-        ChatSession.objects.filter(pk=session_id)
-        .values_list("user_id", *(f"messages__{column}" for column in MESSAGE_FIELDS.values()), "messages__extra")
-        .order_by("messages__timestamp", "messages__id")
-    )
-    if not rows:
-        raise NotFound("Session not found")
-    if rows[0][0] != user.pk:
-        raise Forbidden("This session belongs to someone else")
-    if rows[0][1] is None:  # the LEFT JOIN found no message
-        return []
-    messages = [dict(zip(_WIRE_KEYS, row[1:-1], strict=True)) for row in rows]
-    for message, row in zip(messages, rows, strict=True):
-        if isinstance(message["suggestions"], str):  # jsonb as text (PostgreSQL path)
-            message["suggestions"] = orjson.loads(message["suggestions"])
-        if row[-1] is not None:
-            with_extra(message, orjson.loads(row[-1]) if isinstance(row[-1], str) else row[-1])
-    return messages
 
 
 # A session as the session list shows it (API.md); never its session_key.
