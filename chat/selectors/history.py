@@ -145,13 +145,21 @@ def _array(messages: list[dict[str, Any]]) -> bytes:
 
 
 def _chunks(batches: Iterator[list[dict[str, Any]]]) -> Iterator[bytes]:
-    """The JSON array of every batch's messages, a batch a piece: `[a,b`, `,c,d`, `]`."""
+    """The JSON array of every batch's messages: `[`, `a,b`, `,`, `c,d`, ..., `]`.
+
+    The separators go as pieces of their own, and a batch of one message (a long
+    one) is encoded alone, so no piece is copied to be framed.
+    """
     opened = False
     try:
         for messages in batches:
-            if messages:
-                yield (b"," if opened else b"[") + _array(messages)[1:-1]
-                opened = True
+            if not messages:
+                continue
+            yield b"," if opened else b"["
+            opened = True
+            piece = _array(messages)[1:-1] if len(messages) > 1 else orjson.dumps(messages[0], option=OPTIONS)
+            del messages
+            yield piece
         yield b"]" if opened else b"[]"
     finally:
         batches.close()  # ends the batches' transaction now, not when collected
@@ -284,10 +292,14 @@ def _postgres_batches(session_id: str, *, after: Key | None = None, through: Key
             rows = _fetch(sql, _params(session_id, after=after, through=through))
             if not rows:
                 return
-            yield _messages(rows)
-            if len(rows) < BATCH_ROWS and rows[-1][_RUNNING] < BATCH_BYTES:
+            last, done = _key(rows[-1]), len(rows) < BATCH_ROWS and rows[-1][_RUNNING] < BATCH_BYTES
+            messages = _messages(rows)
+            del rows  # the messages hold what is still needed
+            yield messages
+            del messages
+            if done:
                 return
-            after = _key(rows[-1])
+            after = last
 
 
 # --------------------------------------------------------------------------- elsewhere (SQLite)
