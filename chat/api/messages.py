@@ -20,6 +20,7 @@ from rest_framework.response import Response
 from chat import selectors, services
 from chat.api import fields
 from chat.api.base import ApiView
+from chat.api.renderers import OrjsonRenderer
 from chat.api.schema import RATE_LIMIT_HEADERS, REQUEST_ID_HEADERS, errors
 from chat.exceptions import ApiError, NotFound
 from chat.models import CLIENT_ID_PATTERN, MAX_EXTRA_BYTES, ContentType, Role, client_id_validator
@@ -279,7 +280,9 @@ class ChatMessagesApi(ApiView):
         history = selectors.session_history(
             user=request.user, session_id=session_id, limit=limit, before=params.get("before_key")
         )
-        if history.body is not None:
+        if history.body is not None and not isinstance(request.accepted_renderer, OrjsonRenderer):
+            response = Response(orjson.loads(history.body))  # the browsable API's page (HTML)
+        elif history.body is not None:
             response = HttpResponse(history.body, content_type="application/json")
         else:  # long: written as it is read, so a worker's memory does not grow with it
             response = StreamingHttpResponse(history.chunks, content_type="application/json")
