@@ -151,13 +151,13 @@ def test_errors_to_an_allowed_origin_carry_the_headers(anon, as_alice, settings,
     def explode(**kwargs):
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(selectors, "session_messages", explode)
+    monkeypatch.setattr(selectors, "session_history", explode)
     assert_allowed(assert_envelope_response(as_alice.get(MESSAGES, {"session_id": "s1"}, HTTP_ORIGIN=SHOP), 500))
 
     def database_down(**kwargs):
         raise OperationalError("connection refused")
 
-    monkeypatch.setattr(selectors, "session_messages", database_down)
+    monkeypatch.setattr(selectors, "session_history", database_down)
     assert_allowed(assert_envelope_response(as_alice.get(MESSAGES, {"session_id": "s1"}, HTTP_ORIGIN=SHOP), 503))
 
     settings.RATE_LIMITS = {**settings.RATE_LIMITS, "user:free": "1/hour"}
