@@ -11,6 +11,11 @@ import os
 from django.core.asgi import get_asgi_application
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "chatsite.settings")
+# Django under ASGI runs each request's sync code in a thread of its own, and a
+# persistent connection belongs to its thread: kept open (DB_CONN_MAX_AGE), they
+# would pile up, one per request served, until PostgreSQL refuses clients. Here each
+# Django request closes its connection; chat.live's few reading threads keep theirs.
+os.environ.setdefault("DB_CONN_MAX_AGE", "0")
 
 django_application = get_asgi_application()
 

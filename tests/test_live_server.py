@@ -14,6 +14,8 @@ import pytest
 from django.db import connection
 from django.test import Client
 
+from chat import wakeups
+from chat.models import ChatSession
 from tests.support import (
     EventStream,
     call,
@@ -283,3 +285,15 @@ def test_the_inbox_stream_takes_the_admin_login_cookie_and_refuses_everyone_else
     not_staff = EventStream(servers.live, path, {"Authorization": f"Token {alice.api_token}"})
     assert not_staff.status == 403 and json.loads(not_staff.body())["error"]["code"] == "FORBIDDEN"
     assert not_staff.headers["X-RateLimit-Limit"] == "100"  # alice's free tier, counted before the 403
+
+
+def test_a_stream_whose_session_is_purged_ends_cleanly_and_a_reconnect_gets_404(servers):
+    key = new_session(servers.wsgi)
+    stream = EventStream(servers.live, f"{GUEST}/{key}/events")
+    assert stream.status == 200
+    ChatSession.objects.filter(session_key=key).delete()  # as purge_guest_sessions does
+    wakeups.publish(key)  # a write to it would have woken it; nothing writes to a purged session
+
+    assert stream.next(timeout=5) is None  # the end of the chunked body: a clean end
+    again = EventStream(servers.live, f"{GUEST}/{key}/events")
+    assert again.status == 404 and json.loads(again.body())["error"]["code"] == "NOT_FOUND"

@@ -108,23 +108,35 @@ class LiveApp:
         status = 500
         try:
             status = await handler()
-        except ApiError as error:
-            status = await http.send_error(send, request, error)
-        except DATABASE_DOWN as error:
-            logger.error("database unavailable: %s: %s", type(error).__name__, error)
-            status = await http.send_error(send, request, ServiceUnavailable(headers={"Retry-After": "5"}))
-        except Exception:
-            logger.exception("unhandled error in the live app")
-            error = InternalError()
-            try:
-                status = await http.send_error(send, request, error)
-            except RuntimeError:  # the stream had started: it just ends
-                status = 200
+        except Exception as error:
+            status = await self._failed(request, send, error)
         finally:
             extra = {"events": request.events} if hasattr(request, "events") else {}
             user = str(request.user.pk) if request.user.is_authenticated else "guest"
             http.log_request(request, status=status, user=user, **extra)
             trace_id_var.reset(token)
+
+    async def _failed(self, request: http.LiveRequest, send, error: Exception) -> int:
+        """The answer to a handler's error: the envelope, or, once a stream has started, just its end."""
+        if request.streaming:
+            # Its end was sent. An unknown session (purged meanwhile) or a lost database ends it; the
+            # client reconnects and gets the error as an envelope, or resumes where it was.
+            expected = isinstance(error, (ApiError, *DATABASE_DOWN))
+            logger.log(
+                logging.WARNING if expected else logging.ERROR,
+                "stream ended early: %s: %s",
+                type(error).__name__,
+                error,
+                exc_info=None if expected else error,
+            )
+            return 200
+        if isinstance(error, ApiError):
+            return await http.send_error(send, request, error)
+        if isinstance(error, DATABASE_DOWN):
+            logger.error("database unavailable: %s: %s", type(error).__name__, error)
+            return await http.send_error(send, request, ServiceUnavailable(headers={"Retry-After": "5"}))
+        logger.error("unhandled error in the live app", exc_info=error)
+        return await http.send_error(send, request, InternalError())
 
     async def ensure_started(self) -> None:
         if self._started:

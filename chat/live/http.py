@@ -62,6 +62,7 @@ class LiveRequest:
         self.rate_limit = None
         self.rate_limit_scope = None
         self.route: str | None = None
+        self.streaming = False
 
     def query_values(self, name: str) -> list[str]:
         return self.query.get(name, [])
@@ -122,6 +123,7 @@ async def send_error(send, request: LiveRequest, error: ApiError) -> int:
 
 
 async def start_stream(send, request: LiveRequest) -> None:
+    request.streaming = True  # from now on an error can only end the stream, not answer it
     await send({"type": "http.response.start", "status": 200, "headers": response_headers(request, SSE_HEADERS)})
 
 
