@@ -297,16 +297,33 @@ def pair_body(session: int, nonce: str) -> bytes:
     )
 
 
-def make_cases(seeded: seed.Seeded) -> dict[str, Case]:
+def history_etag(port: int, seeded: seed.Seeded) -> str:
+    """The current ETag of the 1,000-message history (no case writes to that session)."""
+    conn = http.client.HTTPConnection(HOST, port, timeout=30)
+    try:
+        conn.request(
+            "GET",
+            f"/api/chat/messages?session_id={seeded.history_session}",
+            headers={"Authorization": f"Bearer {seeded.token}"},
+        )
+        response = conn.getresponse()
+        response.read()
+        return response.getheader("ETag") or ""
+    finally:
+        conn.close()
+
+
+def make_cases(seeded: seed.Seeded, etag: str = "") -> dict[str, Case]:
     auth = {"Authorization": f"Bearer {seeded.token}"}
     guest = f"/api/v1/chat/guest/{seeded.guest_key}/messages"
+    history = f"/api/chat/messages?session_id={seeded.history_session}"
     return {
         "bare": Case("bare", "GET", "/bench/bare", "get.lua", limited=False),
         "poll-empty": Case("poll-empty", "GET", f"{guest}?last_message_id={seeded.guest_ids[-1]}", "get.lua"),
         "poll-10": Case("poll-10", "GET", f"{guest}?last_message_id={seeded.guest_ids[-11]}", "get.lua"),
-        "history-1000": Case(
-            "history-1000", "GET", f"/api/chat/messages?session_id={seeded.history_session}", "get.lua", auth
-        ),
+        "history-1000": Case("history-1000", "GET", history, "get.lua", auth),
+        "history-page-50": Case("history-page-50", "GET", f"{history}&limit=50", "get.lua", auth),
+        "history-304": Case("history-304", "GET", history, "get.lua", {**auth, "If-None-Match": etag}),
         "post-pair": Case(
             "post-pair",
             "POST",
@@ -321,10 +338,14 @@ def check_case(server: Server, case: Case, seeded: seed.Seeded) -> str | None:
     """None if the case answers as it must, else why not."""
     body = pair_body(0, "check-" + secrets.token_hex(4)) if case.method == "POST" else None
     status, raw = request(server.port, case.method, case.path, body, case.headers)
-    expected = 201 if case.method == "POST" else 200
+    expected = 201 if case.method == "POST" else 304 if case.name == "history-304" else 200
     if status != expected:
         return f"{case.method} {case.path} answered {status}: {raw[:200]!r}"
+    if case.name == "history-304":
+        return f"a 304 with a body: {raw[:200]!r}" if raw else None
     data = orjson.loads(raw)
+    if case.name == "history-page-50" and [m["id"] for m in data] != [f"m{n:06d}" for n in range(950, 1000)]:
+        return f"the page returned {len(data)} messages"
     if case.name == "history-1000" and len(data) != seed.HISTORY_MESSAGES:
         return f"history returned {len(data)} messages"
     if case.name.startswith("poll"):
@@ -534,7 +555,7 @@ def count_round_trips(
 def send(server: Server, case: Case, index: int) -> None:
     body = pair_body(index % POST_SESSIONS, f"rt{index}-{secrets.token_hex(4)}") if case.method == "POST" else None
     status, raw = request(server.port, case.method, case.path, body, case.headers)
-    if status >= 300:
+    if status >= 300 and not (status == 304 and case.name == "history-304"):
         raise RuntimeError(f"{case.name} answered {status}: {raw[:200]!r}")
 
 
@@ -582,7 +603,7 @@ def table(results: dict) -> str:
         "| --- | --- | --- | --- | --- | --- | --- | --- |"
     )
     lines = [head]
-    for name in ("bare", "poll-empty", "poll-10", "history-1000", "post-pair"):
+    for name in ("bare", "poll-empty", "poll-10", "history-1000", "history-page-50", "history-304", "post-pair"):
         if name not in cases:
             lines.append(f"| {name} | not run: {results.get('skipped', {}).get(name, 'n/a')} | | | | | | |")
             continue
@@ -637,7 +658,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, help="override gunicorn workers")
     parser.add_argument("--worker-threads", type=int, help="override gunicorn threads")
     parser.add_argument("--worker-class", help="override the gunicorn worker class")
-    parser.add_argument("--cases", default="bare,poll-empty,poll-10,history-1000,post-pair")
+    parser.add_argument("--cases", default="bare,poll-empty,poll-10,history-1000,history-page-50,history-304,post-pair")
     parser.add_argument("--round-trip-requests", type=int, default=200)
     parser.add_argument("--profile", action="store_true", help="also sample each case with py-spy (slower)")
     parser.add_argument("--experiments", default="", help="proposed app changes to apply (bench/experiments.py)")
@@ -683,7 +704,7 @@ def main(argv: list[str] | None = None) -> int:
         }
         log(f"gunicorn: {results['server']['command']} {results['server']}")
 
-        all_cases = make_cases(seeded)
+        all_cases = make_cases(seeded, history_etag(server.port, seeded))
         cases: dict[str, Case] = {}
         for name in args.cases.split(","):
             problem = check_case(server, all_cases[name], seeded)

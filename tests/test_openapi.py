@@ -102,3 +102,24 @@ def test_schema_documents_wait_and_the_event_streams(anon):
     assert "text/event-stream" in inbox["responses"]["200"]["content"]
     assert {"401", "403"} <= set(inbox["responses"])
     assert "event: session" in inbox["description"]
+
+
+def test_schema_documents_long_histories(anon):
+    schema = anon.get("/api/schema/", HTTP_ACCEPT="application/vnd.oai.openapi+json").json()
+    paths = schema["paths"]
+    history = paths["/api/chat/messages"]["get"]
+    params = {p["name"]: p for p in history["parameters"]}
+    assert params["limit"]["schema"] == {"type": "integer", "minimum": 1, "maximum": 1000}
+    assert params["before"]["in"] == "query" and params["If-None-Match"]["in"] == "header"
+    assert {"200", "304", "400", "403", "404"} <= set(history["responses"])
+    assert {"ETag", "Link", "Cache-Control"} <= set(history["responses"]["200"]["headers"])
+    assert "ETag" in history["responses"]["304"]["headers"]
+    assert "content" not in history["responses"]["304"]
+
+    delete = paths["/api/chat/messages/{message_id}"]["delete"]
+    assert {"204", "400", "403", "404"} <= set(delete["responses"])
+    assert any(p["name"] == "session_id" and p["required"] for p in delete["parameters"])
+    rename = paths["/api/chat/sessions/{session_id}"]["patch"]
+    body = rename["requestBody"]["content"]["application/json"]["schema"]["$ref"].rsplit("/", 1)[-1]
+    assert schema["components"]["schemas"][body]["required"] == ["title"]
+    assert rename["responses"]["200"]["content"]["application/json"]["schema"]["$ref"].endswith("/ChatSession")

@@ -1,5 +1,7 @@
 """GET and POST /api/chat/messages: the messages of the caller's sessions."""
 
+import re
+
 import orjson
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.http import HttpResponse, HttpResponseNotModified, StreamingHttpResponse
@@ -61,8 +63,18 @@ HISTORY_HEADERS = [
 
 
 @extend_schema_field({"type": "integer", "minimum": 1, "maximum": MAX_PAGE})
-class PageLimitField(fields.StrictRegexField):
-    """ASCII digits only (no `5.0`, ` 5`, `٣`); the range is checked by the serializer."""
+class PageLimitField(serializers.Field):
+    """A page size: ASCII digits (no `5.0`, ` 5`, `٣`) from 1 to MAX_PAGE."""
+
+    default_error_messages = {"invalid": f"Give a whole number from 1 to {MAX_PAGE}."}
+
+    def to_internal_value(self, data) -> int:
+        if not isinstance(data, str) or not re.fullmatch(r"[0-9]{1,4}", data) or not 1 <= int(data) <= MAX_PAGE:
+            self.fail("invalid")
+        return int(data)
+
+    def to_representation(self, value):
+        return value
 
 
 def etag_matches(if_none_match: str, etag: str) -> bool:
@@ -196,7 +208,6 @@ class ChatMessagesApi(ApiView):
     class QuerySerializer(serializers.Serializer):
         session_id = client_id_field()
         limit = PageLimitField(
-            r"^[0-9]{1,4}\Z",
             required=False,
             help_text="1-1000: a page, the newest `limit` messages (older than `before`), oldest first",
         )
@@ -206,11 +217,6 @@ class ChatMessagesApi(ApiView):
             trim_whitespace=False,
             help_text="Opaque: the `before` of the `Link: rel=prev` header of the page after this one",
         )
-
-        def validate_limit(self, value: str) -> int:
-            if not 1 <= int(value) <= MAX_PAGE:
-                raise serializers.ValidationError(f"Ensure this value is between 1 and {MAX_PAGE}.")
-            return int(value)
 
         def validate(self, attrs):
             if "before" in attrs:
