@@ -19,6 +19,13 @@ trips where issue 6 allows one (measured against Redis with django-ratelimit
 cannot be tested with a fake clock; and it turns an unreachable Redis into a 500
 (only socket.gaierror is caught). Our counter runs INCR and EXPIRE for every
 limit of a request in one small Lua script: one round trip, exact counting.
+
+On a Redis Cluster (REDIS_URL=redis+cluster://, chat.redis_cluster) a script may
+only touch keys of one hash slot. Every counter of one caller carries that
+caller's identity as its hash tag (Limit.key), so the counters of one caller are
+counted together; a request that spends the budgets of two callers (a guest's
+session key and its IP) sends one script per slot, pipelined: one round trip per
+node at most, each count still exact.
 """
 
 import functools
@@ -39,8 +46,9 @@ from django.dispatch import Signal
 from django_redis import get_redis_connection
 from django_redis.cache import RedisCache
 from django_redis.exceptions import ConnectionInterrupted
+from redis.cluster import RedisCluster
 from redis.commands.core import Script
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
 
 from chat.exceptions import RateLimitExceeded, ServiceUnavailable
 from chat.json import utc_iso
@@ -74,7 +82,9 @@ RATE_RE = re.compile(r"\s*(\d+)\s*/\s*(second|minute|hour|day)\s*")
 PLAIN_IDENTITY_RE = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 
 # What an unreachable or hung cache raises (socket timeouts included): not a bug, an outage.
-CACHE_DOWN = (RedisError, ConnectionInterrupted, OSError)
+# RedisClusterException: a cluster that cannot be reached or has a slot without a
+# live primary (during a failover), as redis-py's cluster client reports it.
+CACHE_DOWN = (RedisError, RedisClusterException, ConnectionInterrupted, OSError)
 
 # An unreachable cache is logged at most this often per process; every failure is signalled.
 FAILURE_LOG_INTERVAL = 60.0
@@ -130,7 +140,8 @@ class Limit:
         return start, start + self.rate.period
 
     def key(self, window_start: int) -> str:
-        return f"rl:{self.bucket}:{self.identity}:{self.rate.period}:{window_start}"
+        """The counter's key. `{identity}` is its Redis Cluster hash tag: one caller's counters share a slot."""
+        return f"rl:{self.bucket}:{{{self.identity}}}:{self.rate.period}:{window_start}"
 
 
 @dataclass(frozen=True)
@@ -230,7 +241,32 @@ class RedisCounter:
         cache = caches[self.alias]
         keys = [cache.make_key(key) for key, _ in entries]
         ttls = [ttl for _, ttl in entries]
-        return [int(count) for count in self.SCRIPT(keys=keys, args=ttls, client=get_redis_connection(self.alias))]
+        client = get_redis_connection(self.alias)
+        if isinstance(client, RedisCluster):
+            return self._incr_cluster(client, keys, ttls)
+        return [int(count) for count in self.SCRIPT(keys=keys, args=ttls, client=client)]
+
+    def _incr_cluster(self, client: RedisCluster, keys: list[str], ttls: list[int]) -> list[int]:
+        """One script per hash slot, in one cluster pipeline: redis-py sends each node its scripts at once.
+
+        EVAL rather than EVALSHA: the script is 150 bytes, and a replica promoted by a
+        failover may never have loaded it (a NOSCRIPT inside a pipeline would fail
+        the whole batch); Redis still compiles it once and caches it by its hash.
+        """
+        slots: dict[int, list[int]] = {}
+        for index, key in enumerate(keys):
+            slots.setdefault(client.keyslot(key), []).append(index)
+        pipe = client.pipeline()
+        for indexes in slots.values():
+            # ClusterPipeline refuses .eval() (it cannot tell the slot in general); EVAL with keys it routes.
+            pipe.execute_command(
+                "EVAL", self.SCRIPT.script, len(indexes), *(keys[i] for i in indexes), *(ttls[i] for i in indexes)
+            )
+        counts = [0] * len(keys)
+        for indexes, replies in zip(slots.values(), pipe.execute(), strict=True):
+            for index, count in zip(indexes, replies, strict=True):
+                counts[index] = int(count)
+        return counts
 
 
 class CacheCounter:

@@ -168,6 +168,7 @@ AUTH_USER_MODEL = "accounts.User"
 # Cache: Redis when REDIS_URL is set, else Django's in-process cache. Errors are
 # never swallowed here (no IGNORE_EXCEPTIONS): the rate limiter decides what an
 # unreachable Redis means, explicitly, and logs and counts it.
+# REDIS_URL=redis+cluster://HOST:PORT names one node of a Redis Cluster (chat.redis_cluster).
 REDIS_URL = env_str("REDIS_URL")
 REDIS_SOCKET_TIMEOUT = float(env_str("REDIS_SOCKET_TIMEOUT", "0.25"))
 CACHE_KEY_PREFIX = env_str("CACHE_KEY_PREFIX", "chat")
@@ -183,6 +184,11 @@ if REDIS_URL:
             },
         }
     }
+    if REDIS_URL.split("://", 1)[0] in {"redis+cluster", "rediss+cluster"}:
+        CACHES["default"]["OPTIONS"]["CONNECTION_FACTORY"] = "chat.redis_cluster.ClusterConnectionFactory"
+    if "{" in CACHES["default"]["KEY_PREFIX"] or "}" in CACHES["default"]["KEY_PREFIX"]:
+        # The first {...} of a key is its Redis Cluster hash tag: the limiter sets its own.
+        raise ImproperlyConfigured("CACHE_KEY_PREFIX must not contain { or }")
 else:
     CACHES = {
         "default": {

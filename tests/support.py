@@ -24,6 +24,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
 from types import SimpleNamespace
@@ -414,3 +415,37 @@ def chromium(*, width: int = 1200, height: int = 800):
     finally:
         driver.quit()
         shutil.rmtree(profile, ignore_errors=True)
+
+
+# Several servers and commands of the project at once (the Redis Cluster and replica tests).
+
+
+@contextlib.contextmanager
+def start_app(tmp_path: Path, *, env: dict[str, str], workers: int = 3):
+    """The project's gunicorn (gunicorn.conf.py) with server_env(**env) and `workers`; yields its port.
+
+    Ready when /not-a-page answers 404: not a limited endpoint, so waiting spends no budget.
+    """
+    args = ["chatsite.wsgi", "-w", str(workers), "--timeout", "30"]
+    log = tmp_path / f"gunicorn-{free_port()}.log"
+    with start_gunicorn(args, env=server_env(**env), log=log, ready_path="/not-a-page", ready_status=404) as server:
+        yield server.port
+
+
+def fire(port: int, count: int, path: str, headers: dict) -> list[tuple[int, dict]]:
+    """`count` concurrent GETs, 50 at a time: (status, headers) of each."""
+    with ThreadPoolExecutor(max_workers=50) as pool:
+        return list(pool.map(lambda _: get(port, path, headers), range(count)))
+
+
+def metric(port: int, name: str, token: str, **labels: str) -> float:
+    """The sum of the Prometheus samples `name` whose labels include `labels`, read from a server's /metrics."""
+    status, _, body = call(port, "GET", "/metrics", {"Authorization": f"Bearer {token}"})
+    assert status == 200, body[:200]
+    total = 0.0
+    for line in body.decode().splitlines():
+        series, _, value = line.rpartition(" ")
+        series_name, _, label_text = series.partition("{")
+        if series_name == name and all(f'{key}="{wanted}"' in label_text for key, wanted in labels.items()):
+            total += float(value)
+    return total

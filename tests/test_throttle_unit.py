@@ -142,7 +142,9 @@ def test_each_identity_has_its_own_counter(limiter):
 def test_current_keys_name_the_running_window(limiter, clock):
     clock.now = at("09:15:00")
     start = int(at("09:00:00"))
-    assert limiter.current_keys([limit("3/hour"), limit("3/hour", scope="user:pro")]) == [f"rl:user:42:3600:{start}"]
+    assert limiter.current_keys([limit("3/hour"), limit("3/hour", scope="user:pro")]) == [
+        f"rl:user:{{42}}:3600:{start}"
+    ]
 
 
 @pytest.mark.parametrize(
