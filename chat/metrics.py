@@ -12,7 +12,7 @@ is an HTTP code, a scope is a key of RATE_LIMITS, a source is one of SOURCES.
 
 import os
 
-from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram, generate_latest, multiprocess
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
 
 MULTIPROC_DIR = os.environ.get("PROMETHEUS_MULTIPROC_DIR", "")
 if MULTIPROC_DIR:
@@ -71,6 +71,18 @@ live_streams_opened = Counter("chat_live_streams_opened", "Event streams opened,
 live_events_sent = Counter("chat_live_events_sent", "Events sent on streams, by kind: guest, inbox", ["kind"])
 live_wait_unrouted = Counter(
     "chat_live_wait_unrouted", "Long-polls (wait > 0) that reached the WSGI app and were answered at once"
+)
+replica_reads = Counter("chat_replica_reads", "Reads that may lag served by the read replica")
+replica_fallbacks = Counter(
+    "chat_replica_fallbacks",
+    "Reads that may lag sent to the primary instead of the replica, by reason: down, behind,"
+    " own_write (the replica has not replayed the caller's last write yet), cache_down",
+    ["reason"],
+)
+replica_lag_seconds = Gauge(
+    "chat_replica_lag_seconds",
+    "The read replica's lag behind the primary as this process last measured it (-1: not answering)",
+    multiprocess_mode="livemax",
 )
 
 

@@ -235,13 +235,14 @@ class PostgresPair(Stoppable):
     `stop_replica()` / `start_replica()` take the replica away and bring it back.
     """
 
-    def __init__(self, *, root: Path | None = None, replica: bool = True):
+    def __init__(self, *, root: Path | None = None, replica: bool = True, replica_conf: str = ""):
         for binary in ("initdb", "pg_ctl", "pg_basebackup", "postgres"):
             if not (PG_BIN / binary).exists():
                 raise Unavailable(f"needs {PG_BIN / binary} (Debian: apt-get install postgresql-15)")
         self.root = Path(root or tempfile.mkdtemp(prefix="scale-pg-"))
         self._own_root = root is None
         self.with_replica = replica
+        self.replica_conf = replica_conf  # extra postgresql.conf lines, e.g. recovery_min_apply_delay
         self.primary_port = free_port()
         self.replica_port = free_port()
         self.primary_dir = self.root / "primary"
@@ -288,7 +289,7 @@ class PostgresPair(Stoppable):
                     "-D", self.replica_dir, "-R", "-X", "stream", "--checkpoint=fast", "--no-sync",
                 )  # fmt: skip
                 with open(self.replica_dir / "postgresql.conf", "a") as conf:
-                    conf.write(f"\nport = {self.replica_port}\n")
+                    conf.write(f"\nport = {self.replica_port}\n{self.replica_conf}\n")
                 self.start_replica()
         except BaseException:
             self.stop()
@@ -307,6 +308,13 @@ class PostgresPair(Stoppable):
     def stop_replica(self) -> None:
         self._pg_ctl(self.replica_dir, "stop", "-m", "immediate")
         self.started.remove(self.replica_dir)
+
+    def create_database(self, name: str) -> str:
+        """A new empty database on the primary (the replica follows); its URL."""
+        self._run(
+            PG_BIN / "psql", "-h", HOST, "-p", self.primary_port, "-U", "postgres", "-c", f'CREATE DATABASE "{name}"'
+        )
+        return self.url(name)
 
     def stop(self) -> None:
         for data_dir in reversed(self.started):

@@ -1,8 +1,9 @@
 from rest_framework.exceptions import APIException
+from rest_framework.permissions import SAFE_METHODS
 from rest_framework.renderers import BrowsableAPIRenderer
 from rest_framework.views import APIView
 
-from chat import throttles
+from chat import replica, throttles
 from chat.api.parsers import OrjsonParser
 from chat.api.renderers import OrjsonRenderer
 
@@ -41,4 +42,16 @@ class ApiView(APIView):
         response = super().finalize_response(request, response, *args, **kwargs)
         for name, value in throttles.response_headers(request).items():
             response[name] = value
+        if request.method not in SAFE_METHODS and response.status_code < 400:
+            replica.note_write(self.writers(request))
         return response
+
+    def writers(self, request) -> list[str]:
+        """Who just wrote (chat.replica): their next reads must see it. The caller, and the guest session in the URL."""
+        callers = []
+        user = getattr(request, "user", None)
+        if user is not None and user.is_authenticated:
+            callers.append(replica.user_caller(user))
+        if "session_key" in self.kwargs:
+            callers.append(replica.guest_caller(self.kwargs["session_key"]))
+        return callers

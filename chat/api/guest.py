@@ -17,7 +17,7 @@ from rest_framework import serializers
 from rest_framework.permissions import AllowAny, IsAdminUser
 from rest_framework.response import Response
 
-from chat import metrics, selectors, services
+from chat import metrics, replica, selectors, services
 from chat.api import fields
 from chat.api.base import ApiView
 from chat.api.errors import envelope
@@ -146,6 +146,11 @@ class GuestSessionCreateApi(GuestView):
         session_key = serializers.UUIDField()
         created_at = serializers.DateTimeField()
 
+    def writers(self, request) -> list[str]:
+        # The new session's first poll must find it, on whichever node and database it lands.
+        created = getattr(self, "created_key", None)
+        return [replica.guest_caller(created)] if created else []
+
     @extend_schema(
         operation_id="guest_sessions_create",
         request=InputSerializer,
@@ -160,7 +165,8 @@ class GuestSessionCreateApi(GuestView):
         payload = self.InputSerializer(data=request.data)
         payload.is_valid(raise_exception=True)
         session = services.guest_session_create(guest_name=payload.validated_data.get("guest_name", ""))
-        data = {"session_key": str(session.session_key), "created_at": session.created_at}
+        self.created_key = str(session.session_key)
+        data = {"session_key": self.created_key, "created_at": session.created_at}
         return Response(envelope(request, success=True, message="Guest session created", data=data), status=201)
 
 

@@ -5,9 +5,10 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from django.db import connection
+from django.db import connections
 from django.db.models import FilteredRelation, Q, QuerySet, Subquery
 
+from chat import replica
 from chat.exceptions import NotFound
 from chat.models import ChatSession
 from chat.selectors.messages import fetch_sql
@@ -80,14 +81,18 @@ def guest_messages_after(*, session_key: uuid.UUID, after_id: int, limit: int) -
     """A guest session's messages with id > `after_id`, oldest first, at most `limit`; and whether more wait.
 
     One query (_guest_poll_queryset). Raises NotFound for an unknown key or one of
-    a session with an owner.
+    a session with an owner. A read that may lag: from the read replica when there
+    is one and it has the guest's own last write (chat.replica).
     """
-    if connection.vendor == "postgresql":
-        sql, roles = _guest_poll_sql(limit)
-        values = {"session_key": session_key, "after_id": after_id}
-        rows = fetch_sql(sql, [values[role] for role in roles])
-    else:
-        rows = list(_guest_poll_queryset(session_key=session_key, after_id=after_id, limit=limit))
+
+    def poll(alias: str) -> list[tuple]:
+        if connections[alias].vendor == "postgresql":
+            sql, roles = _guest_poll_sql(limit)
+            values = {"session_key": session_key, "after_id": after_id}
+            return fetch_sql(sql, [values[role] for role in roles], using=alias)
+        return list(_guest_poll_queryset(session_key=session_key, after_id=after_id, limit=limit).using(alias))
+
+    rows = replica.read(caller=replica.guest_caller(session_key), run=poll)
     if not rows:
         raise NotFound("Session not found")
     if rows[0][0] is None:  # the LEFT JOIN found nothing new

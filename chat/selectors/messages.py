@@ -2,10 +2,11 @@
 
 from typing import Any
 
-from django.db import connection
+from django.db import DEFAULT_DB_ALIAS, connections
 from django.db.models import QuerySet
 from psycopg.types.datetime import TimestamptzLoader
 
+from chat import replica
 from chat.models import ChatSession
 
 # The GET shape of a message: wire key -> column. Every key is always present.
@@ -32,14 +33,14 @@ MESSAGE_FIELDS: dict[str, str] = {
 _WIRE_KEYS = tuple(MESSAGE_FIELDS)
 
 
-def fetch_sql(sql: str, params) -> list[tuple]:
-    """Run SQL on PostgreSQL and fetch its rows with psycopg's own (C) timestamptz loader.
+def fetch_sql(sql: str, params, *, using: str = DEFAULT_DB_ALIAS) -> list[tuple]:
+    """Run SQL on PostgreSQL (the database `using`) and fetch its rows with psycopg's own (C) timestamptz loader.
 
     Django's loader is pure Python, and most of the cost of a long history. The
     connection's time zone is UTC, so the datetimes are the same. Django returns
     jsonb as text here; the caller decodes it.
     """
-    with connection.cursor() as cursor:
+    with connections[using].cursor() as cursor:
         cursor.cursor.adapters.register_loader("timestamptz", TimestamptzLoader)
         cursor.execute(sql, params)
         return cursor.fetchall()
@@ -73,5 +74,10 @@ SESSION_FIELDS = (
 
 
 def user_sessions(*, user) -> QuerySet[ChatSession]:
-    """A user's sessions, most recently updated first (ties: id, descending)."""
-    return ChatSession.objects.filter(user=user).order_by("-updated_at", "-id")
+    """A user's sessions, most recently updated first (ties: id, descending).
+
+    A read that may lag: from the read replica when there is one and it has the
+    user's own last write (chat.replica).
+    """
+    alias = replica.read_alias(caller=replica.user_caller(user))
+    return ChatSession.objects.using(alias).filter(user=user).order_by("-updated_at", "-id")
