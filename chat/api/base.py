@@ -47,11 +47,14 @@ class ApiView(APIView):
         return response
 
     def writers(self, request) -> list[str]:
-        """Who just wrote (chat.replica): their next reads must see it. The caller, and the guest session in the URL."""
-        callers = []
+        """Who just wrote (chat.replica), so that their next reads see it: the user, else the guest of the URL.
+
+        A staff reply marks the staff member, not the guest: the guest did not write
+        it, and sees it as soon as the replica has it.
+        """
         user = getattr(request, "user", None)
         if user is not None and user.is_authenticated:
-            callers.append(replica.user_caller(user))
+            return [replica.user_caller(user)]
         if "session_key" in self.kwargs:
-            callers.append(replica.guest_caller(self.kwargs["session_key"]))
-        return callers
+            return [replica.guest_caller(self.kwargs["session_key"])]
+        return []
