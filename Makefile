@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt | 
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: install run test lint check-deploy bench
+.PHONY: install run test lint check-deploy bench scale
 
 $(STAMP): requirements.txt requirements-dev.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -63,3 +63,10 @@ bench: install
 	@command -v wrk >/dev/null 2>&1 || { echo "wrk is not installed: sudo apt-get install -y wrk"; exit 2; }
 	$(BIN)/python -m pip install --quiet -r bench/requirements.txt
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
+
+# The scale harness (README, "More than one machine"): a PostgreSQL primary and a
+# streaming replica, a 6-node Redis Cluster, three app nodes and HAProxy, all on
+# 127.0.0.1 in temp dirs, then the figures. Needs Debian's haproxy, wrk,
+# redis-server and postgresql-15. CI runs: make scale SCALE_ARGS=--short
+scale: install
+	$(BIN)/python -m bench.scale.run $(SCALE_ARGS)

@@ -19,7 +19,18 @@ BENCH = Path(__file__).resolve().parent.parent / "bench"
 
 
 @pytest.mark.parametrize(
-    "module", ["bench.run", "bench.seed", "bench.floor", "bench.profile", "bench.urls", "bench.experiments"]
+    "module",
+    [
+        "bench.run",
+        "bench.seed",
+        "bench.floor",
+        "bench.profile",
+        "bench.urls",
+        "bench.experiments",
+        "bench.scale.run",
+        "bench.scale.nodes",
+        "bench.scale.procs",
+    ],
 )
 def test_bench_modules_import(module):
     importlib.import_module(module)

@@ -11,7 +11,6 @@ from collections import Counter
 import pytest
 from django.core.cache import caches
 from django.core.exceptions import ImproperlyConfigured
-from django.db import connection
 from django.test import override_settings
 from redis.cluster import RedisCluster
 from redis.connection import AbstractConnection
@@ -21,12 +20,9 @@ from chat import redis_cluster, throttles
 from chat.throttles import RedisCounter
 from tests.support import (
     ApiClient,
-    fire,
     outside_a_window_edge,
     poll_until,
-    shared_database_url,
     skip_or_fail,
-    start_app,
 )
 
 SESSIONS = "/api/chat/sessions"
@@ -148,23 +144,6 @@ def test_the_cluster_url_is_checked():
         redis_cluster.node_url("redis+cluster://127.0.0.1:7000/3")
     with pytest.raises(ImproperlyConfigured, match="one node"):
         redis_cluster.node_url("redis+cluster://a:1,b:2")
-
-
-@pytest.mark.server
-@pytest.mark.postgres
-@pytest.mark.django_db(transaction=True)
-def test_three_workers_on_the_cluster_admit_exactly_the_free_tier_limit(on_cluster, alice, tmp_path):
-    env = {
-        "DATABASE_URL": shared_database_url(connection.settings_dict),
-        "REDIS_URL": on_cluster.url,
-        "CACHE_KEY_PREFIX": "cluster-test",
-    }
-    with start_app(tmp_path, env=env) as port:
-        outside_a_window_edge(3600)
-        answers = fire(port, 150, SESSIONS, {"Authorization": f"Token {alice.api_token}"})
-
-    assert Counter(status for status, _ in answers) == {200: 100, 429: 50}
-    assert sorted(int(h["X-RateLimit-Remaining"]) for status, h in answers if status == 200) == list(range(100))
 
 
 def replicated(procs: RedisClusterProcs, primary: int) -> bool:

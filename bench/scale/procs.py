@@ -202,6 +202,13 @@ class RedisClusterProcs(Stoppable):
                     return int(fields[1].split("@")[0].rsplit(":", 1)[1])
         raise LookupError(f"no live primary serves slot {slot}")
 
+    def serves(self, key: str) -> int | None:
+        """primary_of(key), or None while no live primary serves its slot (during a failover)."""
+        try:
+            return self.primary_of(key)
+        except LookupError:
+            return None
+
     def kill(self, port: int) -> None:
         """SIGKILL one node: a crash, as a failover test wants."""
         stop_process(self.processes[port], sig=signal.SIGKILL)
