@@ -76,7 +76,7 @@ replica_reads = Counter("chat_replica_reads", "Reads that may lag served by the 
 replica_fallbacks = Counter(
     "chat_replica_fallbacks",
     "Reads that may lag sent to the primary instead of the replica, by reason: down, behind,"
-    " own_write (the replica has not replayed the caller's last write yet), cache_down",
+    " recent_write (the replica has not replayed the caller's last write yet), cache_down",
     ["reason"],
 )
 replica_lag_seconds = Gauge(

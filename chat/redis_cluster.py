@@ -48,6 +48,26 @@ def node_url(url: str) -> str:
     return urlunsplit((SCHEMES[parts.scheme], parts.netloc, "/0", parts.query, ""))
 
 
+def all_node_urls(seed_url: str, cluster_nodes: str | bytes) -> list[str]:
+    """The seed's URL, then one of the same form for every other live node that CLUSTER NODES lists."""
+    if isinstance(cluster_nodes, bytes):
+        cluster_nodes = cluster_nodes.decode()
+    seed = urlsplit(seed_url)
+    urls = [seed_url]
+    for line in cluster_nodes.splitlines():
+        fields = line.split()
+        if len(fields) < 3 or "fail" in fields[2] or "noaddr" in fields[2]:
+            continue
+        address = fields[1].split("@", 1)[0]  # ip:port@cluster-bus-port
+        credentials = seed.netloc.rpartition("@")[0]
+        url = urlunsplit(
+            (seed.scheme, f"{credentials}@{address}" if credentials else address, seed.path, seed.query, "")
+        )
+        if url not in urls:
+            urls.append(url)
+    return urls
+
+
 class EvalByKeys(BasePolicyResolver):
     """Route EVAL and EVALSHA by the keys they name, as a plain command of the cluster client does.
 

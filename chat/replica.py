@@ -7,10 +7,12 @@ read: the replica when that is safe, else the primary ("default"). Everything el
 every write included, stays on the primary (PrimaryRouter).
 
 Read-your-writes, by WAL position rather than by a pinning period: after a write
-request the API records the primary's WAL insert position (pg_current_wal_insert_lsn)
-for the caller (a user, or a guest's session key) in the cache, for a few times the
-allowed lag. A read by that caller goes to the replica only once the replica has
-replayed up to that position (pg_last_wal_replay_lsn), else to the primary. Unlike
+the primary's WAL insert position (pg_current_wal_insert_lsn) is recorded in the
+cache, for a few times the allowed lag, for the user who wrote (chat.api.base) and
+for a guest session that was written (its guest, and every waiter woken by the
+write, must find it: chat.services.messages). A read for that caller goes to the
+replica only once the replica has replayed up to that position
+(pg_last_wal_replay_lsn), else to the primary. Unlike
 "pin the caller to the primary for N seconds" this is exact however far the replica
 lags, and a caller goes back to the replica as soon as it has caught up (usually
 milliseconds later), not N seconds later. Cost, only with a replica: a write request
@@ -41,7 +43,7 @@ from typing import TypeVar
 
 from django.conf import settings
 from django.core.cache import caches
-from django.db import DatabaseError, connections
+from django.db import DatabaseError, connections, transaction
 from django_redis.cache import RedisCache
 from django_redis.exceptions import ConnectionInterrupted
 from redis.commands.core import Script
@@ -147,6 +149,16 @@ marks = WriteMarks()
 def mark_ttl() -> int:
     """How long a mark matters: after that, a usable replica has replayed the write anyway."""
     return int(2 * settings.REPLICA_MAX_LAG_SECONDS + 2 * settings.REPLICA_CHECK_SECONDS) + 1
+
+
+def note_write_on_commit(callers: list[str]) -> None:
+    """note_write(callers) once the current transaction commits (at once outside one).
+
+    Registered before a write's wake-up (chat.wakeups.publish_on_commit), so a
+    waiter woken by it finds the mark and reads a replica only once it has the write.
+    """
+    if replica_configured():
+        transaction.on_commit(lambda: note_write(callers))
 
 
 def note_write(callers: list[str]) -> None:
@@ -269,7 +281,7 @@ def read_alias(*, caller: str | None) -> str:
         if mark is not None and state.replay_lsn < mark:
             replay = monitor.replay_lsn()
             if replay is None or replay < mark:
-                metrics.replica_fallbacks.labels("own_write" if replay is not None else "down").inc()
+                metrics.replica_fallbacks.labels("recent_write" if replay is not None else "down").inc()
                 return PRIMARY
     metrics.replica_reads.inc()
     return REPLICA

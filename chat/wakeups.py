@@ -29,7 +29,7 @@ from django.db import transaction
 from django_redis import get_redis_connection
 from django_redis.cache import RedisCache
 from django_redis.exceptions import ConnectionInterrupted
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
 
 from chat import metrics
 
@@ -37,7 +37,8 @@ logger = logging.getLogger(__name__)
 
 # What an unreachable or hung Redis raises (as chat.throttles.CACHE_DOWN; not imported
 # from there: the limiter belongs to the HTTP layer, this to the core).
-CACHE_DOWN = (RedisError, ConnectionInterrupted, OSError)
+# RedisClusterException: a Redis Cluster that cannot be reached, or a slot without a primary.
+CACHE_DOWN = (RedisError, RedisClusterException, ConnectionInterrupted, OSError)
 # An unreachable channel is logged at most this often per process; every failure is counted.
 FAILURE_LOG_INTERVAL = 60.0
 

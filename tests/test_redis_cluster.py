@@ -5,12 +5,14 @@ keys of one slot: one caller's counters share a hash tag, and a request that
 spends two callers' budgets sends one script per slot in one pipeline.
 """
 
+import json
 import subprocess
 from collections import Counter
 
 import pytest
 from django.core.cache import caches
 from django.core.exceptions import ImproperlyConfigured
+from django.db import connection
 from django.test import override_settings
 from redis.cluster import RedisCluster
 from redis.connection import AbstractConnection
@@ -20,9 +22,15 @@ from chat import redis_cluster, throttles
 from chat.throttles import RedisCounter
 from tests.support import (
     ApiClient,
+    EventStream,
+    call,
     outside_a_window_edge,
     poll_until,
+    server_env,
+    shared_database_url,
     skip_or_fail,
+    start_gunicorn,
+    start_uvicorn,
 )
 
 SESSIONS = "/api/chat/sessions"
@@ -183,3 +191,41 @@ def test_a_killed_primary_fails_open_then_the_promoted_replica_keeps_counting(al
         pytest.fail(f"redis-cli failed: {error}")
     finally:
         procs.stop()
+
+
+@pytest.mark.server
+@pytest.mark.postgres  # the servers share the test's database
+@pytest.mark.django_db(transaction=True)
+def test_a_message_sent_through_gunicorn_wakes_a_stream_on_the_live_process_over_the_cluster(on_cluster, tmp_path):
+    env = server_env(
+        DATABASE_URL=shared_database_url(connection.settings_dict),
+        REDIS_URL=on_cluster.url,
+        CACHE_KEY_PREFIX="cluster-live",
+        LOG_LEVEL="INFO",  # the live process logs its subscription
+        # The database re-check (while the channel is down) would deliver within a
+        # minute: only a working subscription delivers within seconds.
+        LIVE_RECHECK_SECONDS="60",
+    )
+    with (
+        start_gunicorn(["chatsite.wsgi", "-w", "1"], env=env, log=tmp_path / "gunicorn.log") as wsgi,
+        start_uvicorn(env=env, log=tmp_path / "uvicorn.log") as live,
+    ):
+        status, _, body = call(wsgi.port, "POST", GUEST_SESSIONS)
+        assert status == 201
+        key = json.loads(body)["data"]["session_key"]
+        stream = EventStream(live.port, f"/api/v1/chat/guest/{key}/events")
+        assert stream.status == 200
+        try:
+            poll_until(lambda: "wake-up channel subscribed" in live.log.read_text(), timeout=10, what="subscribed")
+            status, _, body = call(
+                wsgi.port,
+                "POST",
+                f"/api/v1/chat/guest/{key}/messages",
+                {"Content-Type": "application/json"},
+                json.dumps({"content": "over the cluster"}).encode(),
+            )
+            assert status == 201
+            [event] = stream.messages(1, timeout=5)
+        finally:
+            stream.close()
+    assert event["content"] == "over the cluster"

@@ -47,14 +47,12 @@ class ApiView(APIView):
         return response
 
     def writers(self, request) -> list[str]:
-        """Who just wrote (chat.replica), so that their next reads see it: the user, else the guest of the URL.
+        """Who just wrote (chat.replica), so that their next reads see it: the user.
 
-        A staff reply marks the staff member, not the guest: the guest did not write
-        it, and sees it as soon as the replica has it.
+        A write to a guest session is marked for the session by the service itself
+        (chat.services.messages), before its waiters are woken.
         """
         user = getattr(request, "user", None)
         if user is not None and user.is_authenticated:
             return [replica.user_caller(user)]
-        if "session_key" in self.kwargs:
-            return [replica.guest_caller(self.kwargs["session_key"])]
         return []

@@ -9,7 +9,7 @@ import redis.asyncio as aioredis
 from django.conf import settings
 from redis.exceptions import RedisError
 
-from chat import metrics, selectors, wakeups
+from chat import metrics, redis_cluster, selectors, wakeups
 from chat.api.errors import DATABASE_DOWN
 from chat.live.db import Database
 from chat.live.hub import Hub
@@ -88,11 +88,20 @@ class Channel:
         delay = BACKOFF_START
         location = settings.CACHES["default"]["LOCATION"]
         timeout = settings.REDIS_SOCKET_TIMEOUT
+        # A Redis Cluster broadcasts a classic PUBLISH to every node, so one plain
+        # connection to any node hears every wake-up: the named one first, then the
+        # others it reports, in turn, when one is lost.
+        cluster = redis_cluster.is_cluster_url(location)
+        nodes = [redis_cluster.node_url(location)] if cluster else [location]
+        attempt = 0
         while True:
-            client = aioredis.Redis.from_url(location, socket_connect_timeout=max(timeout, 1.0))
+            client = aioredis.Redis.from_url(nodes[attempt % len(nodes)], socket_connect_timeout=max(timeout, 1.0))
+            attempt += 1
             pubsub = client.pubsub(ignore_subscribe_messages=True)
             try:
                 await pubsub.subscribe(settings.WAKEUP_CHANNEL)
+                if cluster:
+                    nodes = redis_cluster.all_node_urls(nodes[0], await client.execute_command("CLUSTER", "NODES"))
                 self._mark_up()
                 delay = BACKOFF_START
                 while True:

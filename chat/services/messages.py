@@ -19,7 +19,7 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
-from chat import metrics, wakeups
+from chat import metrics, replica, wakeups
 from chat.exceptions import ApiError, Forbidden, NotFound
 from chat.models import DEFAULT_TITLE, ChatMessage, ChatSession, Role
 
@@ -195,7 +195,9 @@ def session_messages_write(
     # Counted once the transaction commits: a rolled-back save saved nothing.
     transaction.on_commit(functools.partial(metrics.observe_messages_saved, source, len(rows)))
     if session.user_id is None:
-        # Guest sessions have waiters (chat.live): wake them once this commits.
+        # Guest sessions have waiters (chat.live): wake them once this commits, after
+        # marking the write for the read replica, so that what they read has it.
+        replica.note_write_on_commit([replica.guest_caller(session.session_key)])
         wakeups.publish_on_commit(session_key=session.session_key)
     return rows
 
