@@ -3,12 +3,13 @@
 Each node is the production gunicorn (gunicorn.conf.py) in a process group of its
 own, so that it can be killed whole (a machine going away) and its CPU read from
 /proc. HAProxy balances round-robin over the live nodes, health-checks /healthz
-every 300 ms, adds X-Forwarded-For (the nodes trust one proxy) and names the node
+every 500 ms, adds X-Forwarded-For (the nodes trust one proxy) and names the node
 that answered in X-Served-By.
 """
 
 import contextlib
 import http.client
+import json
 import os
 import shutil
 import signal
@@ -16,6 +17,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 from bench.scale.procs import HOST, Stoppable, Unavailable, free_port, stop_process, wait_for
@@ -55,14 +57,17 @@ def group_cpu_seconds(pgid: int) -> float:
 
 
 class AppNode(Stoppable):
-    """One machine's app server: gunicorn with the production configuration."""
+    """One machine's app servers: gunicorn with the production configuration, and the live
+    process (uvicorn, chatsite.asgi: long-polls and event streams), in one process group."""
 
     def __init__(self, name: str, env: dict[str, str], root: Path):
         self.name = name
         self.port = free_port()
+        self.live_port = free_port()
         self.env = {**env, "GUNICORN_BIND": f"{HOST}:{self.port}", "PROMETHEUS_MULTIPROC_DIR": str(root / name)}
         self.log = root / f"{name}.log"
         self.process: subprocess.Popen | None = None
+        self.live: subprocess.Popen | None = None
 
     def start(self) -> "AppNode":
         with open(self.log, "ab") as out:
@@ -74,39 +79,92 @@ class AppNode(Stoppable):
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
+            uvicorn = [sys.executable, "-m", "uvicorn", "chatsite.asgi:application", "--no-access-log"]
+            self.live = subprocess.Popen(
+                [*uvicorn, "--host", HOST, "--port", str(self.live_port)],
+                cwd=ROOT,
+                env={**self.env, "PROMETHEUS_MULTIPROC_DIR": str(self.env["PROMETHEUS_MULTIPROC_DIR"]) + "-live"},
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         return self
 
     def ready(self) -> bool:
-        if self.process is None or self.process.poll() is not None:
-            raise RuntimeError(f"{self.name} exited; see {self.log}")
+        for process in (self.process, self.live):
+            if process is None or process.poll() is not None:
+                raise RuntimeError(f"{self.name} exited; see {self.log}")
         try:
-            return request(self.port, "GET", "/healthz", timeout=2)[0] == 200
+            return all(request(port, "GET", "/healthz", timeout=2)[0] == 200 for port in (self.port, self.live_port))
         except OSError:
             return False
 
+    def groups(self) -> list[int]:
+        """The node's process groups: gunicorn's (master and workers) and the live process's."""
+        return [process.pid for process in (self.process, self.live) if process is not None]
+
     def cpu_seconds(self) -> float:
-        return group_cpu_seconds(self.process.pid) if self.alive else 0.0
+        return sum(group_cpu_seconds(pgid) for pgid in self.groups()) if self.alive else 0.0
 
     @property
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
 
+    def signal(self, sig: int) -> None:
+        for pgid in self.groups():
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pgid, sig)
+
     def kill(self) -> None:
-        """SIGKILL the whole node at once: master and workers, mid-request (a machine lost)."""
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.process.pid, signal.SIGKILL)
-        self.process.wait(10)
+        """SIGKILL the whole node at once: master, workers and live process, mid-request (a machine lost)."""
+        self.signal(signal.SIGKILL)
+        for process in (self.process, self.live):
+            process.wait(10)
 
     def stop(self) -> None:
-        if self.alive:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.process.pid, signal.SIGTERM)
+        self.signal(signal.SIGTERM)
+        for process in (self.process, self.live):
+            if process is None:
+                continue
             try:
-                self.process.wait(15)
+                process.wait(15)
             except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(10)
+                self.signal(signal.SIGKILL)
+                process.wait(10)
+
+
+class EventStream:
+    """A text/event-stream, read message event by message event (id and data)."""
+
+    def __init__(self, port: int, path: str, timeout: float = 30):
+        self.conn = http.client.HTTPConnection(HOST, port, timeout=timeout)
+        self.conn.request("GET", path, headers={"Accept": "text/event-stream"})
+        self.response = self.conn.getresponse()
+        self.status = self.response.status
+
+    def next_message(self, timeout: float = 10) -> dict:
+        """The next `message` event's data (comments and other events skipped)."""
+        deadline = time.monotonic() + timeout
+        event: dict[str, str] = {}
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError(f"no message within {timeout} s")
+            self.conn.sock.settimeout(left)
+            line = self.response.readline()
+            if not line:
+                raise EOFError("the stream ended")
+            line = line.rstrip(b"\r\n").decode()
+            if not line:
+                if event.get("event") == "message":
+                    return json.loads(event["data"])
+                event = {}
+            elif not line.startswith(":"):
+                field, _, value = line.partition(":")
+                event[field] = value[1:] if value.startswith(" ") else value
+
+    def close(self) -> None:
+        self.conn.close()
 
 
 class Balancer(Stoppable):
@@ -124,6 +182,7 @@ class Balancer(Stoppable):
 
     def config(self) -> str:
         servers = [f"    server {node.name} {HOST}:{node.port} check" for node in self.nodes]
+        live_servers = [f"    server {node.name} {HOST}:{node.live_port} check" for node in self.nodes]
         lines = [
             "global",
             "    maxconn 4000",
@@ -138,15 +197,27 @@ class Balancer(Stoppable):
             "    retries 2",
             "    option redispatch 1",
             "    retry-on conn-failure empty-response",
-            "    default-server inter 300ms fall 2 rise 2",
+            # A node that fails 3 checks in a row (every 500 ms; 2 s each at most, so a busy
+            # node is not taken for a dead one) leaves the rotation.
+            "    timeout check 2s",
+            "    default-server inter 500ms fall 3 rise 2",
             "frontend all",
             f"    bind {HOST}:{self.port}",
+            # The waiting requests (chat.live.app.handles) go to the live processes.
+            "    acl waiting path_end /events",
+            "    acl waiting urlp(wait) -m found",
+            "    use_backend live if waiting",
             "    default_backend all",
             "backend all",
             "    balance roundrobin",
             "    http-response set-header X-Served-By %s",
             "    option httpchk GET /healthz",
             *servers,
+            "backend live",
+            "    balance leastconn",
+            "    http-response set-header X-Served-By %s",
+            "    option httpchk GET /healthz",
+            *live_servers,
         ]
         for k, port in self.ports.items():
             lines += [
@@ -193,10 +264,10 @@ class Balancer(Stoppable):
         if self.process is None or self.process.poll() is not None:
             raise RuntimeError(f"haproxy exited; see {self.root / 'haproxy.log'}")
         try:
-            states = self.server_states()
+            states = {**self.server_states("all"), **{f"{k}-live": v for k, v in self.server_states("live").items()}}
         except OSError:
             return False
-        return len(states) == len(self.nodes) and all(state.startswith("UP") for state in states.values())
+        return len(states) == 2 * len(self.nodes) and all(state.startswith("UP") for state in states.values())
 
     def cpu_seconds(self) -> float:
         return group_cpu_seconds(self.process.pid) if self.process and self.process.poll() is None else 0.0
