@@ -198,7 +198,11 @@ def _batch(*, order: str = "ASC", bound: str = "") -> str:
 
 # The first batch with the session row. A page reads newest first, one more than
 # asked (which says older ones remain).
-_FIRST = "SELECT s.user_id, s.updated_at, s.message_count, b.* FROM chat_sessions s LEFT JOIN LATERAL ({}) b ON true WHERE s.id = %(session)s"
+# (The session's columns come last, so that a row's first ones are the wire keys'.)
+_FIRST = (
+    "SELECT b.*, s.user_id, s.updated_at, s.message_count"
+    " FROM chat_sessions s LEFT JOIN LATERAL ({}) b ON true WHERE s.id = %(session)s"
+)
 _FIRST_WHOLE = _FIRST.format(_batch())
 _FIRST_PAGE = _FIRST.format(_batch(order="DESC"))
 _FIRST_PAGE_BEFORE = _FIRST.format(_batch(order="DESC", bound=_BEFORE))
@@ -229,12 +233,10 @@ def _fetch(sql: str, params: dict) -> list[tuple]:
 
 
 def _messages(rows: list[tuple]) -> list[dict[str, Any]]:
-    messages = []
-    for row in rows:
-        message = dict(zip(_WIRE_KEYS, row, strict=False))  # stops at the wire keys
+    messages = [dict(zip(_WIRE_KEYS, row, strict=False)) for row in rows]  # zip stops at the wire keys
+    for message, row in zip(messages, rows, strict=True):
         if row[_EXTRA] is not None:
             with_extra(message, row[_EXTRA])
-        messages.append(message)
     return messages
 
 
@@ -258,8 +260,8 @@ def _postgres_history(user, session_id: str, limit: int | None, before: Key | No
     rows = _fetch(sql, _params(session_id, asked, before=before))
     if not rows:
         raise NotFound("Session not found")
-    state = _owned(user, rows[0][:3], session_id)
-    batch = [row[3:] for row in rows] if rows[0][3] is not None else []
+    state = _owned(user, rows[0][_PK + 1 :], session_id)
+    batch = rows if rows[0][_PK] is not None else []  # NULLs: the LEFT JOIN found no message
     # Whole if neither bound cut it: fewer rows than asked, the text within the budget.
     whole = len(batch) < asked and (not batch or batch[-1][_RUNNING] < BATCH_BYTES)
     if limit is None:
