@@ -205,10 +205,12 @@ def manage(*args: str, env: dict) -> str:
 
 
 @contextlib.contextmanager
-def start_uvicorn(app: str = "chatsite.asgi:application", *, env: dict, log: Path, ready_path: str = "/healthz"):
-    """uvicorn serving `app` (by default the one-port ASGI app: chat.live plus Django) on a free port; yields once
-    it answers. Stopped with SIGTERM, as a deployment stops it (streams end, long-polls answer)."""
-    port = free_port()
+def start_uvicorn(
+    app: str = "chatsite.asgi:application", *, env: dict, log: Path, ready_path: str = "/healthz", port: int = 0
+):
+    """uvicorn serving `app` (by default the one-port ASGI app: chat.live plus Django) on `port` (a free one
+    by default); yields once it answers. Stopped with SIGTERM, as a deployment stops it (streams end, long-polls answer)."""
+    port = port or free_port()
     args = [str(BIN / "python"), "-m", "uvicorn", app, "--host", "127.0.0.1", "--port", str(port), "--no-access-log"]
     with log.open("wb") as log_file:
         process = subprocess.Popen(args, cwd=BASE_DIR, env=env, stdout=log_file, stderr=subprocess.STDOUT)

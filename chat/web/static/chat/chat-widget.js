@@ -306,7 +306,10 @@
         streamAgainAt = Date.now() + 300000;
         poll(g, WAIT);
       } else {
-        say("Connection lost: reconnecting\u2026", "net");
+        // The browser reconnects by itself (a server ends streams every few minutes): say so only if it lasts.
+        setTimeout(function () {
+          if (g === gen && es.readyState === 0) say("Connection lost: reconnecting\u2026", "net");
+        }, 2000);
       }
     };
   }

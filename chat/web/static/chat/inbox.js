@@ -147,7 +147,10 @@
         }, backoff);
         backoff = Math.min(backoff * 2, 30000);
       } else {
-        live.textContent = "Live updates lost: reconnecting\u2026";
+        // The browser reconnects by itself (a server ends streams every few minutes): say so only if it lasts.
+        setTimeout(function () {
+          if (es.readyState === 0) live.textContent = "Live updates lost: reconnecting\u2026";
+        }, 2000);
       }
     };
   }
@@ -216,7 +219,9 @@
         c.source = null;
         convPoll(c, 25); // refused: long-poll instead, whose answer says why
       } else {
-        convStatus.textContent = "Connection lost: reconnecting\u2026";
+        setTimeout(function () {
+          if (c === current && es.readyState === 0) convStatus.textContent = "Connection lost: reconnecting\u2026";
+        }, 2000);
       }
     };
   }
