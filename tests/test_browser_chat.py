@@ -166,11 +166,10 @@ def test_guest_and_staff_chat_both_ways_live_across_origins(stack, guest, staff_
     shot(staff_window, "staff-inbox")
 
     guest.get(f"{demo}/demo/")
-    root = widget(guest)
-    root.find_element(By.CSS_SELECTOR, ".cw-launch").click()
+    root = open_widget(guest)
     assert guest.execute_script(FOCUS) == "widget:TEXTAREA"  # opening puts the cursor in the box
     shot(guest, "guest-opened")
-    root.find_element(By.CSS_SELECTOR, "textarea").send_keys("Hello, is the shop open on Sunday?" + Keys.ENTER)
+    send(root, "Hello, is the shop open on Sunday?")
     poll_until(
         lambda: guest.execute_script(WIDGET_MESSAGES) == [["guest", "Hello, is the shop open on Sunday?", True]],
         timeout=10,
@@ -223,7 +222,7 @@ def test_guest_and_staff_chat_both_ways_live_across_origins(stack, guest, staff_
     shot(staff_window, "staff-replied")
 
     # Markup from a guest is text, on both sides, and nothing runs.
-    root.find_element(By.CSS_SELECTOR, "textarea").send_keys(XSS + Keys.ENTER)
+    send(root, XSS)
     poll_until(
         lambda: ["guest", XSS, True] in guest.execute_script(WIDGET_MESSAGES), timeout=10, what="the markup being sent"
     )
@@ -241,8 +240,7 @@ def test_guest_and_staff_chat_both_ways_live_across_origins(stack, guest, staff_
 
     # A reload continues the conversation: every message once, in order.
     guest.refresh()
-    root = widget(guest)
-    root.find_element(By.CSS_SELECTOR, ".cw-launch").click()
+    root = open_widget(guest)
     expected = [
         ["guest", "Hello, is the shop open on Sunday?", True],
         ["staff", "Yes, from 10 to 4.", True],
