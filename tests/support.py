@@ -20,6 +20,7 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -120,11 +121,29 @@ def poll_until(condition, *, timeout: float, what: str, interval: float = 0.05):
         time.sleep(interval)
 
 
+def client_tls() -> ssl.SSLContext:
+    """TLS that trusts any certificate: for servers of the test's own, with a certificate it made."""
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    return context
+
+
 def call(
-    port: int, method: str, path: str, headers: dict | None = None, body: bytes | None = None, *, timeout: float = 30
+    port: int,
+    method: str,
+    path: str,
+    headers: dict | None = None,
+    body: bytes | None = None,
+    *,
+    timeout: float = 30,
+    tls: bool = False,
 ) -> tuple[int, dict, bytes]:
-    """(status, headers, body) of one request on a connection of its own."""
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    """(status, headers, body) of one request on a connection of its own (https with `tls`)."""
+    if tls:
+        conn = http.client.HTTPSConnection("127.0.0.1", port, timeout=timeout, context=client_tls())
+    else:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
     try:
         conn.request(method, path, body=body, headers=headers or {})
         response = conn.getresponse()
@@ -331,6 +350,46 @@ def start_redis():
             os.kill(process.pid, signal.SIGCONT)  # a paused one must run to die
             process.kill()
         process.wait()
+
+
+@contextlib.contextmanager
+def start_nginx(config: str, *, workdir: Path, ports: list[int]):
+    """nginx running `config` (a whole nginx.conf) with its pid, temporary files and log in `workdir`.
+
+    Yields once every port in `ports` accepts connections. Skips (fails under CI)
+    without an nginx binary: .ci/run installs Debian's.
+    """
+    binary = shutil.which("nginx") or ("/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx") else None)
+    if binary is None:
+        skip_or_fail("needs nginx (apt-get install -y nginx)")
+    # Temporary files (request bodies past the buffer, answers) under workdir, not /var/lib/nginx.
+    temp = "".join(
+        f"    {kind}_temp_path {workdir / kind};\n" for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+    )
+    config = config.replace("http {\n", "http {\n" + temp, 1)
+    conf = workdir / "nginx.conf"
+    conf.write_text(config)
+    main = f"daemon off; pid {workdir / 'nginx.pid'};" + (" user root;" if os.geteuid() == 0 else "")
+    log = workdir / "nginx.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [binary, "-p", str(workdir), "-c", str(conf), "-g", main], stdout=out, stderr=subprocess.STDOUT
+        )
+
+    def listening() -> bool:
+        assert process.poll() is None, f"nginx exited: {log.read_text()}"
+        for port in ports:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            except OSError:
+                return False
+        return True
+
+    try:
+        poll_until(listening, timeout=15, what=f"nginx listening (log: {log})")
+        yield SimpleNamespace(process=process, log=log, conf=conf)
+    finally:
+        stop(process, signal.SIGQUIT)  # a graceful stop
 
 
 # The contract's envelope and rate-limit headers.
