@@ -42,7 +42,7 @@ import orjson
 import psycopg
 import redis
 
-from bench import floor, seed
+from bench import floor, live, seed
 from bench.redis_proxy import RoundTripProxy
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -587,6 +587,7 @@ def targets(results: dict) -> list[dict]:
     trips = results.get("redis_round_trips", {})
     limited = [v["per_request"] for k, v in trips.items() if k != "bare"]
     add("Redis round trips per limited request", max(limited) if limited else None, 1.0, at_least=False, unit="")
+    live.targets(results.get("live", {}), add)
     return rows
 
 
@@ -634,7 +635,10 @@ def table(results: dict) -> str:
             f"| {name} | {fmt(per.get('gunicorn'))} | {fmt(per.get('postgres'))} | {fmt(per.get('redis'))} "
             f"| {fmt(per.get('wrk'))} | {fmt(total)} | {fmt(ratio(bare_cpu, total))} |"
         )
-    out = ["\n".join(lines), "", *cpu, "", "| target | figure | limit | met |", "| --- | --- | --- | --- |"]
+    out = ["\n".join(lines), "", *cpu, ""]
+    if results.get("live"):
+        out += [live.table(results["live"]), ""]
+    out += ["| target | figure | limit | met |", "| --- | --- | --- | --- |"]
     for row in results["targets"]:
         sign = "≥" if row["at_least"] else "≤"
         met = {True: "yes", False: "**no**", None: "n/a"}[row["met"]]
@@ -659,6 +663,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--worker-threads", type=int, help="override gunicorn threads")
     parser.add_argument("--worker-class", help="override the gunicorn worker class")
     parser.add_argument("--cases", default="bare,poll-empty,poll-10,history-1000,history-page-50,history-304,post-pair")
+    parser.add_argument(
+        "--live-cases",
+        default="idle-streams,idle-polls,latency,push-vs-poll",
+        help="the real-time cases (bench/live.py); empty: none",
+    )
+    parser.add_argument("--idle-waiters", type=int, default=5000, help="streams (and long-polls) held idle")
+    parser.add_argument("--idle-seconds", type=float, default=30, help="the idle CPU window")
+    parser.add_argument("--poll-ramp-seconds", type=float, default=45, help="long-pollers started before measuring")
+    parser.add_argument("--active-waiters", type=int, default=1000, help="streams of the latency and push cases")
+    parser.add_argument("--latency-seconds", type=float, default=100, help="one send a second for this long")
+    parser.add_argument("--push-rate", type=float, default=10, help="sends a second in push-vs-poll")
+    parser.add_argument("--push-seconds", type=float, default=20, help="each mode of push-vs-poll")
     parser.add_argument("--round-trip-requests", type=int, default=200)
     parser.add_argument("--profile", action="store_true", help="also sample each case with py-spy (slower)")
     parser.add_argument("--experiments", default="", help="proposed app changes to apply (bench/experiments.py)")
@@ -787,6 +803,21 @@ def main(argv: list[str] | None = None) -> int:
             )
             results["rss"]["after_scale_mb"] = server.worker_rss_mb()
         results["scale"] = flat
+
+        live_cases = [name for name in args.live_cases.split(",") if name]
+        if live_cases:
+            meter = CpuMeter(server)
+            results["live"] = live.run(
+                env=env,
+                tmp=tmp,
+                api_port=server.port,
+                cases=live_cases,
+                cpu_snapshot=meter.snapshot,
+                cpu_spent=CpuMeter.spent,
+                database_url=DATABASE_URL,
+                args=args,
+                log=log,
+            )
         all_rss = list(results["rss"]["after_load_mb"].values()) + list(
             results["rss"].get("after_scale_mb", {}).values()
         )

@@ -4,6 +4,7 @@ No timing here: `make bench` measures. These checks are fast and need neither wr
 PostgreSQL nor Redis.
 """
 
+import asyncio
 import importlib
 import socket
 import threading
@@ -13,7 +14,7 @@ import pytest
 from django.test import Client, override_settings
 from django.urls import Resolver404, resolve
 
-from bench import profile, redis_proxy
+from bench import live, profile, redis_proxy
 
 BENCH = Path(__file__).resolve().parent.parent / "bench"
 
@@ -30,6 +31,7 @@ BENCH = Path(__file__).resolve().parent.parent / "bench"
         "bench.scale.run",
         "bench.scale.nodes",
         "bench.scale.procs",
+        "bench.live",
     ],
 )
 def test_bench_modules_import(module):
@@ -122,3 +124,30 @@ def test_no_experiment_is_applied_unless_named():
     assert experiments.apply("") == []
     with pytest.raises(ValueError, match="unknown experiment"):
         experiments.apply("no-such-change")
+
+
+def test_the_live_client_reads_a_chunked_event_stream_split_anywhere():
+    """bench.live's stream reader: chunk framing, events split across chunks, each id's arrival recorded."""
+    events = b"id: 7\nevent: message\ndata: {}\n\n: keep-alive\n\nid: 9\nevent: message\ndata: {}\n\n"
+    pieces = [events[:10], events[10:41], events[41:]]
+    wire = b"".join(b"%x\r\n%s\r\n" % (len(piece), piece) for piece in pieces) + b"0\r\n\r\n"
+
+    async def read() -> live.Stream:
+        reader = asyncio.StreamReader()
+        reader.feed_data(wire)
+        reader.feed_eof()
+        stream = live.Stream("key")
+        await live._receive_events(stream, reader, {"transfer-encoding": "chunked"})
+        return stream
+
+    stream = asyncio.run(read())
+    assert sorted(stream.arrivals) == [7, 9]
+    assert stream.ended
+
+
+def test_the_live_percentiles_are_nearest_rank():
+    values = [float(v) for v in range(1, 101)]
+    assert live.percentile(values, 50) == 50.0
+    assert live.percentile(values, 99) == 99.0
+    assert live.percentile([3.0], 99) == 3.0
+    assert live.percentile([], 50) is None
