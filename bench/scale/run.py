@@ -216,9 +216,12 @@ def phase_limits(c: Cluster, checks: list, results: dict) -> None:
     log("1. limits counted across three nodes (through HAProxy, round-robin)")
     port = c.balancer.port
     key = c.new_guest("10.0.0.1")
-    window_margin(60)
+    # Each burst within one fixed window (an hour's edge is a minute's edge too).
+    window_margin(60, margin=15)
     free = burst(port, 150, "GET", "/api/chat/sessions", token=c.token("free"))
+    window_margin(60, margin=15)
     polls = burst(port, 90, "GET", f"/api/v1/chat/guest/{key}/messages")
+    window_margin(60, margin=15)
     creates = burst(port, 15, "POST", "/api/v1/chat/guest/sessions", body={})
     served_by = Counter(h.get("x-served-by") for _, h in free)
     results["limits"] = {
