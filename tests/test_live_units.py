@@ -85,8 +85,9 @@ def wakeups_seen(settings):
         unsubscribe()
         return
     client = redis.Redis.from_url(settings.CACHES["default"]["LOCATION"])
-    pubsub = client.pubsub(ignore_subscribe_messages=True)
+    pubsub = client.pubsub()
     pubsub.subscribe(settings.WAKEUP_CHANNEL)
+    assert pubsub.get_message(timeout=2)["type"] == "subscribe"  # subscribed before anything is published
     received: list[str] = []
 
     def seen() -> list[str]:
@@ -111,6 +112,14 @@ def test_a_guest_write_wakes_its_session_once_after_commit_and_a_rollback_wakes_
         services.guest_reply_send(session_key=key, staff_user=staff, content="never")
         raise RuntimeError("rolled back")
     services.guest_reply_send(session_key=key, staff_user=staff, content="a reply")
+    assert wakeups_seen() == [str(key), str(key)]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_staff_delete_of_a_guest_message_wakes_its_session_for_the_inbox(wakeups_seen):
+    key = services.guest_session_create().session_key
+    message = services.guest_message_send(session_key=key, content="oops")
+    assert services.messages_delete_by_staff(message_pks=[message.pk]) == 1
     assert wakeups_seen() == [str(key), str(key)]
 
 

@@ -13,6 +13,7 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
+from chat import wakeups
 from chat.exceptions import Forbidden, NotFound
 from chat.models import ChatMessage, ChatSession
 from chat.services.messages import last_message_fields, session_lock
@@ -52,6 +53,9 @@ def session_messages_delete(*, session: ChatSession, message_pks: Iterable[int])
         newest = ChatMessage.objects.filter(session=session).order_by("-timestamp", "-id").first()
         stats.update(last_message_fields(newest))
     ChatSession.objects.filter(pk=session.pk).update(**stats)
+    if session.user_id is None:
+        # Its inbox row changed: the inbox streams send it (the guest's waiters re-read and find nothing new).
+        wakeups.publish_on_commit(session_key=session.session_key)
     return len(doomed)
 
 
