@@ -169,3 +169,36 @@ class ChatMessage(models.Model):
 
     def __str__(self) -> str:
         return f"{self.session_id}/{self.message_id} ({self.role})"
+
+
+class UsageDay(models.Model):
+    """The usage ledger: what a user's messages used, per UTC day (of the message's timestamp) and model.
+
+    It moves in the transaction of every write (chat.services.usage). `live` rows
+    count the messages that exist, as last saved; `live=False` rows keep what
+    deleted messages had used, so that deleting never lowers usage (API.md) and
+    `recount_usage` can still check the live rows against the messages exactly.
+    """
+
+    # No index of its own: the key's index starts with the user.
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+", db_index=False)
+    day = models.DateField()
+    # "" for messages without a model (a user's own messages): a key column cannot be NULL
+    # and still conflict in ON CONFLICT; the API shows it as null.
+    model = models.CharField(max_length=255, blank=True, default="")
+    live = models.BooleanField()
+    messages = models.BigIntegerField(default=0)
+    input_tokens = models.BigIntegerField(default=0)
+    output_tokens = models.BigIntegerField(default=0)
+    total_tokens = models.BigIntegerField(default=0)
+    errors = models.BigIntegerField(default=0)
+
+    class Meta:
+        db_table = "chat_usage_days"
+        constraints = [
+            # Also the index of the read: one user's days in a range.
+            models.UniqueConstraint(fields=["user", "day", "model", "live"], name="chat_usage_day_key"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user_id} {self.day} {self.model or '-'} ({'live' if self.live else 'deleted'})"

@@ -5,12 +5,14 @@ from chat.api.guest import GuestMessagesApi, GuestReplyApi, GuestSessionCreateAp
 from chat.api.inbox import GuestInboxApi
 from chat.api.messages import ChatMessageDetailApi, ChatMessagesApi
 from chat.api.sessions import ChatSessionDetailApi, ChatSessionListApi
+from chat.api.usage import ChatUsageApi
 
 urlpatterns = [
     path("api/chat/messages", ChatMessagesApi.as_view(), name="chat-messages"),
     path("api/chat/messages/<str:message_id>", ChatMessageDetailApi.as_view(), name="chat-message-detail"),
     path("api/chat/sessions", ChatSessionListApi.as_view(), name="chat-sessions"),
     path("api/chat/sessions/<str:session_id>", ChatSessionDetailApi.as_view(), name="chat-session-detail"),
+    path("api/chat/usage", ChatUsageApi.as_view(), name="chat-usage"),
     path("api/v1/chat/guest/sessions", GuestSessionCreateApi.as_view(), name="guest-sessions"),
     path("api/v1/chat/guest/inbox", GuestInboxApi.as_view(), name="guest-inbox"),
     path("api/v1/chat/guest/<str:session_key>/messages", GuestMessagesApi.as_view(), name="guest-messages"),

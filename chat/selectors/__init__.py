@@ -26,6 +26,7 @@ from chat.selectors.messages import (
     message_to_wire,
     user_sessions,
 )
+from chat.selectors.usage import user_usage
 
 __all__ = [
     "GUEST_MESSAGE_FIELDS",
@@ -46,4 +47,5 @@ __all__ = [
     "session_history",
     "session_history_state",
     "user_sessions",
+    "user_usage",
 ]

@@ -27,6 +27,7 @@ from chat.services.messages import (
     shorten,
     title_for,
 )
+from chat.services.usage import usage_deferred, usage_record, usage_retire, usage_retire_sessions
 
 __all__ = [
     "GUEST_MESSAGE_MAX_LENGTH",
@@ -46,4 +47,8 @@ __all__ = [
     "session_rename",
     "shorten",
     "title_for",
+    "usage_deferred",
+    "usage_record",
+    "usage_retire",
+    "usage_retire_sessions",
 ]

@@ -17,6 +17,7 @@ from chat import wakeups
 from chat.exceptions import Forbidden, NotFound
 from chat.models import ChatMessage, ChatSession
 from chat.services.messages import last_message_fields, session_lock
+from chat.services.usage import USAGE_FIELDS, usage_deferred, usage_retire
 
 
 def _session_of(*, user, session_id: str) -> ChatSession:
@@ -37,11 +38,12 @@ def session_messages_delete(*, session: ChatSession, message_pks: Iterable[int])
     deleted message may have been the newest. Returns how many were deleted.
     """
     doomed = list(
-        ChatMessage.objects.filter(session=session, pk__in=list(message_pks)).only("id", "total_tokens", "timestamp")
+        ChatMessage.objects.filter(session=session, pk__in=list(message_pks)).only("id", "timestamp", *USAGE_FIELDS)
     )
     if not doomed:
         return 0
     ChatMessage.objects.filter(pk__in=[m.pk for m in doomed]).delete()
+    usage_retire(user_id=session.user_id, deleted=doomed)
 
     stats: dict[str, Any] = {
         "message_count": F("message_count") - len(doomed),
@@ -79,7 +81,8 @@ def messages_delete_by_staff(*, message_pks: Iterable[int]) -> int:
     for pk, session_id in ChatMessage.objects.filter(pk__in=list(message_pks)).values_list("pk", "session_id"):
         by_session.setdefault(session_id, []).append(pk)
     deleted = 0
-    with transaction.atomic():
+    # The ledger last, once every session is locked (chat.services.usage.usage_deferred).
+    with transaction.atomic(), usage_deferred():
         for session_id in sorted(by_session):
             session = session_lock(session_id=session_id)
             if session is not None:  # deleted meanwhile, its messages with it

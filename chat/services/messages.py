@@ -22,6 +22,7 @@ from django.utils import timezone
 from chat import metrics, replica, wakeups
 from chat.exceptions import ApiError, Forbidden, NotFound
 from chat.models import DEFAULT_TITLE, ChatMessage, ChatSession, Role
+from chat.services.usage import USAGE_FIELDS, usage_record, usage_retire_sessions
 
 TITLE_LENGTH = 50
 PREVIEW_LENGTH = 100
@@ -142,7 +143,7 @@ def session_messages_write(
         existing = {
             m.message_id: m
             for m in ChatMessage.objects.filter(session=session, message_id__in=ids).only(
-                "id", "message_id", "total_tokens", "timestamp"
+                "id", "message_id", "timestamp", *USAGE_FIELDS
             )
         }
 
@@ -192,6 +193,7 @@ def session_messages_write(
     if title is not None:
         stats["title"] = title
     ChatSession.objects.filter(pk=session.pk).update(**stats)
+    usage_record(user_id=session.user_id, saved=rows, replaced=existing.values())
     # Counted once the transaction commits: a rolled-back save saved nothing.
     transaction.on_commit(functools.partial(metrics.observe_messages_saved, source, len(rows)))
     if session.user_id is None:
@@ -237,4 +239,5 @@ def session_delete(*, user, session_id: str) -> None:
             raise NotFound("Session not found")
         if session.user_id != user.pk:
             raise Forbidden("This session belongs to someone else")
+        usage_retire_sessions(user_id=session.user_id, session_ids=[session.pk])
         session.delete()
