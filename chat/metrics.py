@@ -21,7 +21,7 @@ if MULTIPROC_DIR:
     os.makedirs(MULTIPROC_DIR, exist_ok=True)
 
 # Where messages were saved from: the authenticated API, a guest, a staff reply, the admin.
-SOURCES = ("api", "guest", "staff", "admin")
+SOURCES = ("api", "guest", "staff", "admin", "import")
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 # A request that matched no URL pattern; its path is never a label.
 UNMATCHED = "<unmatched>"
@@ -45,7 +45,7 @@ guest_polls = Counter(
 guest_poll_messages = Counter("chat_guest_poll_messages", "Messages returned by guest polls")
 messages_saved = Counter(
     "chat_messages_saved",
-    "Messages saved (inserted or replaced), by source: api, guest, staff, admin",
+    "Messages saved (inserted or replaced), by source: api, guest, staff, admin, import",
     ["source"],
 )
 rate_limited = Counter("chat_rate_limited", "Requests refused by a rate limit (429), by binding scope", ["scope"])

@@ -51,7 +51,8 @@ class RequestIdMiddleware:
 
 
 class BodySizeLimitMiddleware:
-    """Answer 413 before anything reads a body over MAX_REQUEST_BODY_BYTES.
+    """Answer 413 before anything reads a body over MAX_REQUEST_BODY_BYTES
+    (or the path's own limit in MAX_REQUEST_BODY_BYTES_BY_PATH).
 
     Django's WSGI request reads at most CONTENT_LENGTH bytes of the body, so the
     declared length is the size of whatever will be read. A chunked body has no
@@ -61,13 +62,15 @@ class BodySizeLimitMiddleware:
 
     def __init__(self, get_response):
         self.get_response = get_response
-        self.limit = settings.MAX_REQUEST_BODY_BYTES
+        self.default_limit = settings.MAX_REQUEST_BODY_BYTES
+        self.path_limits = settings.MAX_REQUEST_BODY_BYTES_BY_PATH
 
     def __call__(self, request):
+        limit = self.path_limits.get(request.path_info, self.default_limit)
         if "chunked" in request.META.get("HTTP_TRANSFER_ENCODING", "").lower() and not request.META.get(
             "CONTENT_LENGTH"
         ):
-            self._buffer_chunked_body(request)
+            self._buffer_chunked_body(request, limit)
         raw = request.META.get("CONTENT_LENGTH") or "0"
         try:
             length = int(raw)
@@ -81,19 +84,19 @@ class BodySizeLimitMiddleware:
                 message="Invalid Content-Length header",
                 details={"Content-Length": ["Must be a non-negative integer."]},
             )
-        if length > self.limit:
+        if length > limit:
             return error_response(
                 request,
                 status=413,
                 code="PAYLOAD_TOO_LARGE",
-                message=f"Request body is larger than {self.limit} bytes",
+                message=f"Request body is larger than {limit} bytes",
             )
         return self.get_response(request)
 
-    def _buffer_chunked_body(self, request) -> None:
+    def _buffer_chunked_body(self, request, limit: int) -> None:
         stream = request.META.get("wsgi.input")
         if stream is None:
             return
-        body = stream.read(self.limit + 1)
+        body = stream.read(limit + 1)
         request.META["CONTENT_LENGTH"] = str(len(body))
-        request._stream = LimitedStream(io.BytesIO(body[: self.limit]), min(len(body), self.limit))
+        request._stream = LimitedStream(io.BytesIO(body[:limit]), min(len(body), limit))

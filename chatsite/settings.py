@@ -242,6 +242,11 @@ STORAGES = {
 # before anything reads the body; Django's own limit is kept in step.
 MAX_REQUEST_BODY_BYTES = env_int("MAX_REQUEST_BODY_BYTES", 1024 * 1024)
 DATA_UPLOAD_MAX_MEMORY_SIZE = MAX_REQUEST_BODY_BYTES
+# Paths with a limit of their own: an import of a user's data takes up to 32 MiB.
+# Its view reads the stream itself (never request.body, which Django's limit guards).
+MAX_REQUEST_BODY_BYTES_BY_PATH = {
+    "/api/chat/import": env_int("MAX_IMPORT_BODY_BYTES", 32 * 1024 * 1024),
+}
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [

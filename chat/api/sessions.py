@@ -67,6 +67,21 @@ class ChatSessionListApi(ApiView):
         page = paginator.paginate_queryset(selectors.user_sessions(user=request.user), request, view=self)
         return paginator.get_paginated_response(self.OutputSerializer(page, many=True).data)
 
+    @extend_schema_serializer(component_name="ChatSessionsEraseQuery")
+    class EraseQuerySerializer(serializers.Serializer):
+        confirm = serializers.ChoiceField(choices=["all"], help_text="must be `all`")
+
+    @extend_schema(
+        operation_id="chat_sessions_erase",
+        parameters=[EraseQuerySerializer, *REQUEST_ID_HEADERS, *RATE_LIMIT_HEADERS],
+        responses={204: None, **errors(400, 401, 429, 500, 503)},
+        description="Delete every one of your sessions and their messages (`confirm=all`). Usage stays.",
+    )
+    def delete(self, request):
+        self.EraseQuerySerializer(data=request.query_params.dict()).is_valid(raise_exception=True)
+        services.sessions_erase(user=request.user)
+        return Response(status=204)
+
 
 class ChatSessionDetailApi(ApiView):
     """Rename one of your chat sessions, or delete it and all its messages."""

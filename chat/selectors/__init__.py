@@ -26,6 +26,8 @@ from chat.selectors.messages import (
     message_to_wire,
     user_sessions,
 )
+from chat.selectors.search import message_search
+from chat.selectors.transfer import user_export
 from chat.selectors.usage import user_usage
 
 __all__ = [
@@ -43,9 +45,11 @@ __all__ = [
     "guest_sessions_written_since",
     "inbox_session",
     "inbox_sessions",
+    "message_search",
     "message_to_wire",
     "session_history",
     "session_history_state",
+    "user_export",
     "user_sessions",
     "user_usage",
 ]

@@ -27,6 +27,7 @@ from chat.services.messages import (
     shorten,
     title_for,
 )
+from chat.services.transfer import sessions_erase, sessions_import
 from chat.services.usage import usage_deferred, usage_record, usage_retire, usage_retire_sessions
 
 __all__ = [
@@ -45,6 +46,8 @@ __all__ = [
     "session_messages_delete",
     "session_messages_write",
     "session_rename",
+    "sessions_erase",
+    "sessions_import",
     "shorten",
     "title_for",
     "usage_deferred",
