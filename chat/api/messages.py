@@ -83,6 +83,15 @@ def etag_matches(if_none_match: str, etag: str) -> bool:
     return "*" in tags or etag in (tag.removeprefix("W/") for tag in tags)
 
 
+def history_response(request, history: selectors.History) -> HttpResponseBase:
+    """The JSON as the selector made it: at once when short, else written as it is read."""
+    if history.body is None:  # long: a worker's memory must not grow with it
+        return StreamingHttpResponse(history.chunks, content_type="application/json")
+    if not isinstance(request.accepted_renderer, OrjsonRenderer):
+        return Response(orjson.loads(history.body))  # the browsable API's page (HTML)
+    return HttpResponse(history.body, content_type="application/json")
+
+
 def history_headers(response: HttpResponseBase, etag: str) -> HttpResponseBase:
     response["ETag"] = etag
     # Chats are private: no cache keeps them (hardening), and a client that keeps its
@@ -286,12 +295,7 @@ class ChatMessagesApi(ApiView):
         history = selectors.session_history(
             user=request.user, session_id=session_id, limit=limit, before=params.get("before_key")
         )
-        if history.body is not None and not isinstance(request.accepted_renderer, OrjsonRenderer):
-            response = Response(orjson.loads(history.body))  # the browsable API's page (HTML)
-        elif history.body is not None:
-            response = HttpResponse(history.body, content_type="application/json")
-        else:  # long: written as it is read, so a worker's memory does not grow with it
-            response = StreamingHttpResponse(history.chunks, content_type="application/json")
+        response = history_response(request, history)
         if history.older is not None:
             prev = urlencode(
                 {"session_id": session_id, "limit": limit, "before": selectors.cursor_encode(history.older)}
