@@ -10,6 +10,7 @@ pages stably while others write.
 
 import base64
 import binascii
+import functools
 import math
 import re
 import unicodedata
@@ -37,8 +38,9 @@ class InvalidCursor(ApiError):
         super().__init__(details={"cursor": ["Invalid cursor."]})
 
 
+@functools.lru_cache(maxsize=65536)
 def fold(text: str) -> str:
-    """A word as the index sees it: accents off, case folded."""
+    """A word as the index sees it: accents off, case folded (cached: words repeat)."""
     decomposed = unicodedata.normalize("NFKD", text)
     return "".join(c for c in decomposed if not unicodedata.combining(c)).casefold()
 

@@ -3,30 +3,40 @@
 from datetime import date
 from typing import Any
 
-from django.db.models import Sum
+from django.db import connection
 
-from chat.models import UsageDay
+from chat.selectors.messages import fetch_sql
 
 FIGURES = ("messages", "input_tokens", "output_tokens", "total_tokens", "errors")
+
+# A (day, model) has at most two rows (live, and of deleted messages): summed here.
+USAGE_SQL = (
+    "SELECT day, model, "  # noqa: S608 (constants and placeholders only)
+    + ", ".join(f"CAST(SUM({f}) AS BIGINT)" for f in FIGURES)
+    + " FROM chat_usage_days WHERE user_id = %s AND day >= %s AND day <= %s"
+    " GROUP BY day, model ORDER BY day, model"
+)
 
 
 def user_usage(*, user_id: int, start: date, end: date) -> dict[str, Any]:
     """Usage from `start` to `end` (inclusive): totals and a row per day and model.
 
     Reads the ledger only, through its (user, day, model, live) key: the cost
-    grows with the days and models in the range, never with the messages. A
-    (day, model) has at most two rows (live, and of deleted messages), summed here.
+    grows with the days and models in the range, never with the messages.
     """
-    rows = list(
-        UsageDay.objects.filter(user_id=user_id, day__gte=start, day__lte=end)
-        .values("day", "model")
-        .order_by("day", "model")
-        .annotate(**{figure: Sum(figure) for figure in FIGURES})
-    )
-    days = [
-        {"date": row["day"].isoformat(), "model": row["model"] or None, **{f: row[f] for f in FIGURES}}
-        for row in rows
-        if any(row[f] for f in FIGURES)
-    ]
-    totals = {figure: sum(day[figure] for day in days) for figure in FIGURES}
+    params = [user_id, connection.ops.adapt_datefield_value(start), connection.ops.adapt_datefield_value(end)]
+    if connection.vendor == "postgresql":
+        rows = fetch_sql(USAGE_SQL, params)
+    else:
+        with connection.cursor() as cursor:
+            cursor.execute(USAGE_SQL, params)
+            rows = cursor.fetchall()
+    days = []
+    totals = dict.fromkeys(FIGURES, 0)
+    for day, model, *figures in rows:
+        if not any(figures):
+            continue  # every message moved to another day or model by upserts
+        days.append({"date": str(day), "model": model or None, **dict(zip(FIGURES, figures, strict=True))})
+        for name, value in zip(FIGURES, figures, strict=True):
+            totals[name] += value
     return {"from": start.isoformat(), "to": end.isoformat(), "totals": totals, "days": days}
