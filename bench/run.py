@@ -42,7 +42,7 @@ import orjson
 import psycopg
 import redis
 
-from bench import floor, live, seed
+from bench import data_cases, floor, live, seed
 from bench.redis_proxy import RoundTripProxy
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -583,6 +583,17 @@ def targets(results: dict) -> list[dict]:
     add("history-1000 c1 p50 (app log) ÷ floor", ratio(history.get("server_p50_ms"), floor_ms), 2.0, at_least=False)
     scale = results.get("scale", {})
     add("poll-10 c1 p50 at 1M ÷ at 10k", scale.get("ratio"), 1.2, at_least=False)
+    data = results.get("data", {})
+    search = data.get("search", {})
+    add("search c1 p50 (ms)", search.get("small", {}).get("p50_ms"), 25, at_least=False, unit="ms")
+    add("search c1 p50 at 1M (ms)", search.get("large", {}).get("p50_ms"), 25, at_least=False, unit="ms")
+    add("search c1 p50 at 1M ÷ before", search.get("ratio"), 1.5, at_least=False)
+    usage_cpu = sum(cases.get("usage-30d", {}).get("load", {}).get("cpu_ms_per_request", {}).values()) or None
+    bare_cpu = sum(cases.get("bare", {}).get("load", {}).get("cpu_ms_per_request", {}).values()) or None
+    add("usage-30d ÷ bare by CPU", ratio(bare_cpu, usage_cpu), 0.2, at_least=True)
+    export = data.get("export", {})
+    add("export worker RSS growth (MB)", export.get("rss_growth_mb"), 30, at_least=False, unit="MB")
+    add("export throughput (MB/s)", export.get("mb_per_s"), 0, at_least=True, unit="MB/s")
     add("max worker RSS (MB)", results.get("rss", {}).get("max_mb"), 100, at_least=False, unit="MB")
     trips = results.get("redis_round_trips", {})
     limited = [v["per_request"] for k, v in trips.items() if k != "bare"]
@@ -675,6 +686,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--latency-seconds", type=float, default=100, help="one send a second for this long")
     parser.add_argument("--push-rate", type=float, default=10, help="sends a second in push-vs-poll")
     parser.add_argument("--push-seconds", type=float, default=20, help="each mode of push-vs-poll")
+    parser.add_argument(
+        "--data-cases", action=argparse.BooleanOptionalAction, default=True, help="search, usage-30d, export (issue 14)"
+    )
     parser.add_argument("--round-trip-requests", type=int, default=200)
     parser.add_argument("--profile", action="store_true", help="also sample each case with py-spy (slower)")
     parser.add_argument("--experiments", default="", help="proposed app changes to apply (bench/experiments.py)")
@@ -779,6 +793,35 @@ def main(argv: list[str] | None = None) -> int:
         rss = server.worker_rss_mb()
         results["rss"] = {"after_load_mb": rss}
 
+        data: dict = {}
+        if args.data_cases:
+            log(f"data cases: {data_cases.DATA_MESSAGES:,} messages of {data_cases.DATA_USER} ...")
+            data_token = data_cases.seed_data_user(DATABASE_URL, env)
+            data_auth = {"Authorization": f"Bearer {data_token}"}
+            search = Case("search", "GET", data_cases.search_path(), "get.lua", data_auth)
+            usage = Case("usage-30d", "GET", data_cases.usage_path(), "get.lua", data_auth)
+            for case in (search, usage):
+                problem = check_case(server, case, seeded)
+                if problem:
+                    raise RuntimeError(problem)
+                wrk.run(case, args.warmup)
+            hits = orjson.loads(request(server.port, "GET", search.path, None, data_auth)[1])["results"]
+            data["search"] = {"query": data_cases.SEARCH_QUERY, "page": len(hits)}
+            data["search"]["small"] = summarize_single(
+                [wrk.run(search, args.single_duration, single=True) for _ in range(args.reps)]
+            )
+            data["search"]["small"]["messages"] = seed.message_count(DATABASE_URL)
+            usage_load = [wrk.run(usage, args.duration) for _ in range(args.reps)]
+            usage_single = [wrk.run(usage, args.single_duration, single=True) for _ in range(args.reps)]
+            results["cases"]["usage-30d"] = {"load": summarize(usage_load), "single": summarize_single(usage_single)}
+            data["export"] = data_cases.measure_export(server, data_token, args.reps)
+            log(
+                f"  search c1 p50 {data['search']['small']['p50_ms']:.2f} ms, usage-30d "
+                f"{results['cases']['usage-30d']['load']['rps_median']:.0f} req/s, export "
+                f"{data['export']['mb_per_s']:.1f} MB/s (+{data['export']['rss_growth_mb']} MB RSS)"
+            )
+        results["data"] = data
+
         if args.profile:
             from bench import profile
 
@@ -801,6 +844,19 @@ def main(argv: list[str] | None = None) -> int:
                 f"  poll-10 c1 p50 {flat['small']['p50_ms']:.2f} ms at {flat['small']['messages']:,} -> "
                 f"{flat['large']['p50_ms']:.2f} ms at {flat['large']['messages']:,} ({flat['ratio']:.2f}x)"
             )
+            if "search" in data:
+                data_cases.analyze(DATABASE_URL)
+                wrk.run(search, 2, single=True)
+                data["search"]["large"] = summarize_single(
+                    [wrk.run(search, args.single_duration, single=True) for _ in range(args.reps)]
+                )
+                data["search"]["large"]["messages"] = seed.message_count(DATABASE_URL)
+                data["search"]["ratio"] = data["search"]["large"]["p50_ms"] / data["search"]["small"]["p50_ms"]
+                log(
+                    f"  search c1 p50 {data['search']['small']['p50_ms']:.2f} ms at "
+                    f"{data['search']['small']['messages']:,} -> {data['search']['large']['p50_ms']:.2f} ms at "
+                    f"{data['search']['large']['messages']:,} ({data['search']['ratio']:.2f}x)"
+                )
             results["rss"]["after_scale_mb"] = server.worker_rss_mb()
         results["scale"] = flat
 
