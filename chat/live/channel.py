@@ -21,8 +21,9 @@ logger = logging.getLogger(__name__)
 RECHECK_MARGIN_SECONDS = 5.0
 # Reconnecting to Redis: first after this, doubling up to the maximum.
 BACKOFF_START, BACKOFF_MAX = 0.1, 5.0
-# A subscription silent this long pings Redis (a hung server sends no error).
-IDLE_PING_SECONDS, PING_TIMEOUT = 5.0, 2.0
+# A subscription silent this long pings Redis: a hung server (paused, partitioned) sends
+# no error, and the re-check must start within 2 s of the channel going quiet.
+IDLE_PING_SECONDS, PING_TIMEOUT = 1.0, 1.0
 
 
 class Channel:
@@ -102,6 +103,8 @@ class Channel:
                 await pubsub.subscribe(settings.WAKEUP_CHANNEL)
                 if cluster:
                     nodes = redis_cluster.all_node_urls(nodes[0], await client.execute_command("CLUSTER", "NODES"))
+                # Up only once Redis answers: a hung server accepts the connection and the SUBSCRIBE.
+                await asyncio.wait_for(client.ping(), PING_TIMEOUT)
                 self._mark_up()
                 delay = BACKOFF_START
                 while True:
