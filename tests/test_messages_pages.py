@@ -3,6 +3,7 @@ each oldest-first inside, linked by `Link: rel="prev"`; and the long whole-array
 
 import base64
 import re
+import threading
 from datetime import UTC, datetime, timedelta
 from urllib.parse import parse_qs, urlsplit
 
@@ -12,6 +13,7 @@ from django.db import connection
 
 from chat.models import ChatMessage, ChatSession
 from chat.selectors import history
+from tests.support import ApiClient, poll_until
 
 URL = "/api/chat/messages"
 LINK_RE = re.compile(r'^<(?P<url>[^>]+)>; rel="prev"$')
@@ -236,3 +238,36 @@ def test_a_message_longer_than_a_batch_is_a_batch_of_its_own(as_alice, alice, sm
     assert [m["id"] for m in whole] == [f"m{i:05d}" for i in range(10)]
     assert whole[4]["content"] == "y" * 5000
     assert walk(as_alice, 4) == [f"m{i:05d}" for i in range(10)]
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_walking_back_while_another_thread_writes_skips_and_repeats_nothing(alice):
+    session = ChatSession.objects.create(id="long", user=alice)
+    seed(session, 1000)
+    walker, stop, written = ApiClient(alice.api_token), threading.Event(), []
+
+    def write() -> None:
+        client = ApiClient(alice.api_token)
+        try:
+            while not stop.is_set():
+                n = len(written)
+                message = {"id": f"new{n}", "role": "user", "content": "meanwhile"}
+                written.append(client.post_json(URL, {"sessionId": "long", "message": message}).status_code)
+        finally:
+            connection.close()
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    try:
+        poll_until(lambda: len(written) >= 2, timeout=30, what="the writer's first saves")
+        walked = walk(walker, 37)
+    finally:
+        stop.set()
+        writer.join(timeout=30)
+
+    last = walked.index("m00999") + 1
+    assert walked[:last] == [f"m{i:05d}" for i in range(1000)]
+    newer = walked[last:]  # what the first page caught of the writer's messages, once each
+    assert all(message_id.startswith("new") for message_id in newer) and len(newer) == len(set(newer))
+    assert set(written) == {201} and len(written) >= 2
