@@ -18,7 +18,11 @@ trips where issue 6 allows one (measured against Redis with django-ratelimit
 4.1.0: 4 round trips for 2 limits); it reads time.time() directly, so window edges
 cannot be tested with a fake clock; and it turns an unreachable Redis into a 500
 (only socket.gaierror is caught). Our counter runs INCR and EXPIRE for every
-limit of a request in one small Lua script: one round trip, exact counting.
+limit of a request in one small Lua script: one round trip, exact counting, and
+the X-RateLimit-* headers of every scope. django-ratelimit does guard the plain
+Django views outside the API (/metrics, /api/schema/, the admin login:
+chat.api.doors), where a round trip more costs nothing, with this module's
+rates, failure log and signals.
 
 On a Redis Cluster (REDIS_URL=redis+cluster://, chat.redis_cluster) a script may
 only touch keys of one hash slot. Every counter of one caller carries that
@@ -28,7 +32,6 @@ session key and its IP) sends one script per slot, pipelined: one round trip per
 node at most, each count still exact.
 """
 
-import functools
 import hashlib
 import logging
 import math
@@ -53,6 +56,7 @@ from redis.exceptions import RedisClusterException, RedisError
 from chat.exceptions import RateLimitExceeded, ServiceUnavailable
 from chat.json import utc_iso
 from chat.net import client_identity
+from chat.rates import Rate, parse_rate
 
 logger = logging.getLogger(__name__)
 
@@ -75,9 +79,6 @@ SCOPE_IDENTITIES = {
     "guest_ip": IP,
 }
 
-PERIODS = {"second": 1, "minute": 60, "hour": 3600, "day": 86400}
-RATE_RE = re.compile(r"\s*(\d+)\s*/\s*(second|minute|hour|day)\s*")
-
 # Identities that go into a cache key as they are; anything else is hashed.
 PLAIN_IDENTITY_RE = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 
@@ -88,21 +89,6 @@ CACHE_DOWN = (RedisError, RedisClusterException, ConnectionInterrupted, OSError)
 
 # An unreachable cache is logged at most this often per process; every failure is signalled.
 FAILURE_LOG_INTERVAL = 60.0
-
-
-@dataclass(frozen=True)
-class Rate:
-    limit: int
-    period: int  # seconds
-
-
-@functools.lru_cache(maxsize=128)
-def parse_rate(text: str) -> Rate:
-    """'100/hour' -> Rate(100, 3600)."""
-    match = RATE_RE.fullmatch(text)
-    if not match:
-        raise ImproperlyConfigured(f"rate limit {text!r} is not '<requests>/<second|minute|hour|day>'")
-    return Rate(limit=int(match[1]), period=PERIODS[match[2]])
 
 
 def rate_for(scope: str) -> Rate:

@@ -14,6 +14,8 @@ import dj_database_url
 from corsheaders.defaults import default_headers
 from django.core.exceptions import ImproperlyConfigured
 
+from chat.rates import parse_rate
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 
@@ -310,14 +312,23 @@ RATE_LIMITS = {
     "guest_send": "30/minute",
     # every guest endpoint together: 600 requests a minute per client IP (flood guard)
     "guest_ip": "600/minute",
+    # The plain Django doors (django-ratelimit, chat.api.doors), per client IP:
+    # /metrics: 120 a minute (a scrape every 15 s is 4; a token guesser gets few answers)
+    "metrics": "120/minute",
+    # /api/schema/: 30 a minute (~30 ms of CPU each)
+    "schema": "30/minute",
+    # admin login: 20 posted passwords an hour
+    "admin_login": "20/hour",
 }
 for _key in RATE_LIMITS:
     _override = env_str("RATE_LIMIT_" + _key.upper().replace(":", "_"))
     if _override:
-        if not re.fullmatch(r"\d+/(second|minute|hour|day)", _override):
+        try:
+            parse_rate(_override)
+        except ImproperlyConfigured:
             raise ImproperlyConfigured(
                 f"RATE_LIMIT_{_key.upper().replace(':', '_')} must be <requests>/<second|minute|hour|day>, not {_override!r}"
-            )
+            ) from None
         RATE_LIMITS[_key] = _override
 # When the cache is unreachable: serve requests (fail open, logged and counted)
 # or answer 503 (fail closed).

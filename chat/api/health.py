@@ -20,6 +20,7 @@ from rest_framework.exceptions import AuthenticationFailed
 
 from accounts.authentication import BearerOrTokenAuthentication
 from chat import metrics
+from chat.api.doors import limited_door
 from chat.api.errors import allow_methods, envelope, error_response
 from chat.exceptions import ServiceUnavailable
 from chat.json import json_response
@@ -100,6 +101,7 @@ def metrics_caller(request):
 # Read-only, so no CSRF check: another method gets its 405, not a CSRF 403.
 @csrf_exempt
 @allow_methods("GET", "HEAD")
+@limited_door("metrics")  # 401 against 403 answers whether a token exists: not for unlimited guessing
 def metrics_view(request):
     """Prometheus text format, for staff (token or login session) or the METRICS_TOKEN bearer."""
     try:

@@ -255,6 +255,10 @@ OPERATIONS_PATHS = {
                 "401": _json(_ERROR, "No or invalid credentials (UNAUTHENTICATED)"),
                 "403": _json(_ERROR, "Not staff (FORBIDDEN)"),
                 "405": _NOT_ALLOWED,
+                "429": {
+                    **_json(_ERROR, "Too many calls from this IP (RATE_LIMIT_EXCEEDED); details.retry_after"),
+                    "headers": {"Retry-After": {"schema": {"type": "integer"}, "description": "Whole seconds to wait"}},
+                },
             },
         }
     },
