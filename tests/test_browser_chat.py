@@ -402,7 +402,7 @@ def test_without_eventsource_the_widget_long_polls_and_still_gets_replies_at_onc
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_lost_connection_shows_a_status_and_resumes_without_losing_a_reply(stack, guest, tmp_path):
+def test_a_lost_connection_shows_a_status_then_resumes_losing_and_repeating_nothing(stack, guest, tmp_path):
     """The API server goes away and comes back (on its own port: the other tests' server stays)."""
     shot = Shots("reconnect")
     port = free_port()
@@ -416,6 +416,12 @@ def test_a_lost_connection_shows_a_status_and_resumes_without_losing_a_reply(sta
     poll_until(
         lambda: guest.execute_script(STATUS).startswith("Connection lost"), timeout=10, what="the connection status"
     )
+    send(root, "Still there?")  # sent while the server is away: kept, retried with its id
+    poll_until(
+        lambda: guest.execute_script(STATUS).startswith("Connection lost: reconnecting in "),
+        timeout=10,
+        what="the send's retry status",
+    )
     shot(guest, "server-gone")
     manage("create_demo_staff", env=stack.env)
     manage(
@@ -426,12 +432,22 @@ def test_a_lost_connection_shows_a_status_and_resumes_without_losing_a_reply(sta
         "content='Written while you were away')",
         env=stack.env,
     )
-    with start_uvicorn(env=stack.env, log=tmp_path / "second.log", port=port):
+    with start_uvicorn(env=stack.env, log=tmp_path / "second.log", port=port) as server:
         reply = ["staff", "Written while you were away", True]
+        retried = ["guest", "Still there?", True]
         poll_until(
-            lambda: guest.execute_script(WIDGET_MESSAGES) == [mine, reply] and not guest.execute_script(STATUS),
+            lambda: (
+                guest.execute_script(WIDGET_MESSAGES) == [mine, reply, retried] and not guest.execute_script(STATUS)
+            ),
             timeout=15,
-            what="the reconnection bringing the reply, once, and clearing the status",
+            what="the reconnection bringing the reply and sending the kept message, each once",
         )
         shot(guest, "back")
+        status, _, body = call(server.port, "GET", f"/api/v1/chat/guest/{key}/messages")
+        assert status == 200
+        assert [m["content"] for m in json.loads(body)["data"]] == [
+            "Going into a tunnel",
+            "Written while you were away",
+            "Still there?",
+        ]
     no_script_errors(guest)

@@ -203,6 +203,25 @@
       setTimeout(resolve, ms);
     });
   }
+  // Retries wait for their backoff, or less: until the connection is seen back (wake).
+  var wakers = [];
+  function nap(ms) {
+    return new Promise(function (resolve) {
+      var timer = setTimeout(resolve, ms);
+      wakers.push(function () {
+        clearTimeout(timer);
+        resolve();
+      });
+    });
+  }
+  function wake() {
+    var waiting = wakers;
+    wakers = [];
+    waiting.forEach(function (go) {
+      go();
+    });
+  }
+  window.addEventListener("online", wake);
   function retryAfter(response, body) {
     var s = parseInt(response.headers.get("Retry-After"), 10);
     if (!(s > 0) && body && body.error && body.error.details) s = body.error.details.retry_after;
@@ -252,7 +271,7 @@
       say("Connection lost: reconnecting in " + Math.round(delay / 1000) + " s\u2026", "net");
       var wait = delay;
       delay = Math.min(delay * 2, 30000);
-      return sleep(wait).then(attempt);
+      return nap(wait).then(attempt);
     }
     return attempt();
   }
@@ -275,7 +294,8 @@
     }, (wait + 15) * 1000).then(function (r) {
       if (!r || g !== gen) return;
       if (r.status === 404) return purged();
-      if (r.status !== 200) return sleep(5000).then(function () {
+      if (r.status === 200) wake();
+      else return sleep(5000).then(function () {
         receive(g);
       });
       r.body.data.forEach(function (m) {
@@ -297,6 +317,7 @@
     });
     es.onopen = function () {
       clear("net");
+      wake();
     };
     es.onerror = function () {
       if (g !== gen) return es.close();

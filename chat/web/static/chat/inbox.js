@@ -100,6 +100,10 @@
   }
   function readPages(path, pages, into) {
     return api("GET", path).then(function (r) {
+      if (r.status === 401 || r.status === 403) {
+        // Logged out (or no longer staff): back to the login, then here.
+        location.assign("/admin/login/?next=" + encodeURIComponent(location.pathname));
+      }
       if (r.status !== 200) throw new Error((r.body && r.body.message) || "HTTP " + r.status);
       r.body.data.forEach(function (row) {
         into.push(row);
