@@ -93,7 +93,7 @@ def test_reading_needs_credentials(anon):
 
 
 def test_bearer_and_token_keywords_both_work(alice):
-    from tests.conftest import ApiClient
+    from tests.support import ApiClient
 
     for keyword in ("Bearer", "Token", "bearer"):
         client = ApiClient(HTTP_AUTHORIZATION=f"{keyword} {alice.api_token}")
@@ -105,7 +105,7 @@ def test_bearer_and_token_keywords_both_work(alice):
     ["Bearer", "Bearer a b", "Bearer wrongtoken", "Bearer t\x00k", "Basic dXNlcjpwYXNz", "Bearer " + "a" * 41],
 )
 def test_bad_credentials_are_unauthenticated(db, header):
-    from tests.conftest import ApiClient
+    from tests.support import ApiClient
 
     response = ApiClient(HTTP_AUTHORIZATION=header).get(URL, {"session_id": "s1"})
     assert response.status_code == 401

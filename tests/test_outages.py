@@ -31,7 +31,7 @@ def unreachable_database():
 def test_an_unreachable_database_is_a_503_envelope(alice, staff, request):
     from django.test import Client
 
-    from tests.conftest import ApiClient
+    from tests.support import ApiClient
 
     admin = Client()
     admin.force_login(staff)  # a session the admin must look up in the database

@@ -6,14 +6,21 @@ import os
 import signal
 import time
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from django.db import connection
 from django.test import override_settings
 
 from chat import throttles
-from tests.support import ApiClient, call, get, outside_a_window_edge, shared_database_url, start_gunicorn, start_redis
+from tests.support import (
+    ApiClient,
+    call,
+    fire,
+    outside_a_window_edge,
+    shared_database_url,
+    start_gunicorn,
+    start_redis,
+)
 
 SESSIONS = "/api/chat/sessions"
 
@@ -42,11 +49,6 @@ def gunicorn(django_db_setup, tmp_path_factory):
         args, env=env, log=tmp_path / "gunicorn.log", ready_path="/not-a-page", ready_status=404
     ) as server:
         yield server.port
-
-
-def fire(port: int, count: int, path: str, headers: dict) -> list[tuple[int, dict]]:
-    with ThreadPoolExecutor(max_workers=50) as pool:
-        return list(pool.map(lambda _: get(port, path, headers), range(count)))
 
 
 @pytest.mark.server

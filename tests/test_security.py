@@ -36,7 +36,7 @@ def test_session_authenticated_read_needs_no_csrf_token(browser):
 
 
 def test_token_authenticated_writes_need_no_csrf_token(alice):
-    from tests.conftest import ApiClient
+    from tests.support import ApiClient
 
     client = ApiClient(alice.api_token, enforce_csrf_checks=True)
     assert client.post_json(URL, {"sessionId": "s1", "message": {"role": "user"}}).status_code == 201
@@ -53,7 +53,7 @@ def test_admin_pages_need_staff(client, alice, path):
 
 
 def test_an_api_token_does_not_open_the_admin(alice, staff):
-    from tests.conftest import ApiClient
+    from tests.support import ApiClient
 
     response = ApiClient(staff.api_token).get("/admin/chat/chatsession/")
     assert response.status_code == 302
