@@ -15,7 +15,7 @@ from chat import metrics, selectors, throttles
 from chat.api.guest import MAX_MESSAGES_PER_POLL, cursor_from, parse_session_key, wait_from
 from chat.exceptions import ServiceUnavailable
 from chat.live import http
-from chat.net import client_ip
+from chat.net import client_identity
 
 POLL_SCOPES = ("guest_poll", "guest_ip")
 ROUTE_MESSAGES = "api/v1/chat/guest/<str:session_key>/messages"
@@ -86,7 +86,7 @@ async def _stream(app, request, send, receive, raw_key: str) -> int:
         messages, has_more = await read(
             selectors.guest_messages_after, session_key=session_key, after_id=cursor, limit=MAX_MESSAGES_PER_POLL
         )
-        async with app.slots.hold(key, client_ip(request)):
+        async with app.slots.hold(key, client_identity(request)):
             await http.start_stream(send, request)
             metrics.live_streams_opened.labels("guest").inc()
             request.events = 0
