@@ -5,6 +5,7 @@ class and counts and may change the defaults.
 """
 
 import glob
+import logging
 import os
 import shutil
 import sys
@@ -114,3 +115,33 @@ def child_exit(server, worker):
         from prometheus_client import multiprocess  # here, not at the top: see the note there
 
         multiprocess.mark_process_dead(worker.pid)
+
+
+# Request bodies: the app answers 413 to a declared body over this without reading
+# it (chat.middleware.BodySizeLimitMiddleware; the same variable and default).
+MAX_REQUEST_BODY_BYTES = env_int("MAX_REQUEST_BODY_BYTES", 1024 * 1024)
+
+
+def pre_request(worker, req):
+    """Close the connection after the answer when the body will be left unread.
+
+    After a response that says keep-alive, gthread drains an unread body of at most
+    64 KiB (gunicorn.http.parser._DRAIN_MAX_BYTES) and otherwise closes the
+    connection: a client reusing it then fails. The app drains every body up to the
+    limit itself; a body over the limit (a 413, never read) or a chunked one (no
+    declared size: read only up to the limit) gets `Connection: close` here, which
+    gunicorn then honours. An app's own Connection header is dropped by gunicorn.
+    """
+    length = next((value for name, value in req.headers if name == "CONTENT-LENGTH"), None)
+    chunked = any(name == "TRANSFER-ENCODING" and "chunked" in value.lower() for name, value in req.headers)
+    if chunked or (length is not None and length.isdigit() and int(length) > MAX_REQUEST_BODY_BYTES):
+        req.force_close()
+
+
+def post_worker_init(worker):
+    """gunicorn's own warnings quote a malformed request line (a guest's key is in its path): redacted."""
+    from chat.logging import RedactRequestTextFilter  # the worker has loaded the app: cheap here
+
+    error_log = logging.getLogger("gunicorn.error")
+    if not any(isinstance(f, RedactRequestTextFilter) for f in error_log.filters):
+        error_log.addFilter(RedactRequestTextFilter())

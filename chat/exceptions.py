@@ -31,6 +31,10 @@ class Conflict(ApiError):
     status, code, message = 409, "CONFLICT", "Conflicts with the stored data"
 
 
+class PayloadTooLarge(ApiError):
+    status, code, message = 413, "PAYLOAD_TOO_LARGE", "Request body is too large"
+
+
 class RateLimitExceeded(ApiError):
     status, code, message = 429, "RATE_LIMIT_EXCEEDED", "Rate limit exceeded"
 

@@ -2,6 +2,7 @@
 
 import contextvars
 import logging
+import re
 
 import orjson
 
@@ -34,3 +35,31 @@ class JsonFormatter(logging.Formatter):
         if record.exc_info:
             line["exc_info"] = self.formatException(record.exc_info)
         return orjson.dumps(line, default=str).decode()
+
+
+# What a request line, a header or a path looks like inside a message written by
+# someone else (gunicorn): a quoted text, a path, a UUID (a guest's key), a token.
+_QUOTED_RE = re.compile(r"""'[^']*'|"[^"]*\"""")
+_PATH_RE = re.compile(r"/\S*")
+_UUID_RE = re.compile(r"[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}")
+_TOKEN_RE = re.compile(r"\b[0-9a-fA-F]{32,}\b")
+
+
+def redact_request_text(text: str) -> str:
+    """`text` without what a client sent: quoted parts, paths, UUIDs and token-like hex go."""
+    text = _QUOTED_RE.sub("'[redacted]'", text)
+    text = _PATH_RE.sub("/[redacted]", text)
+    text = _UUID_RE.sub("[redacted]", text)
+    return _TOKEN_RE.sub("[redacted]", text)
+
+
+class RedactRequestTextFilter(logging.Filter):
+    """For gunicorn's own lines (gunicorn.error): a malformed request line or header is
+    logged with the client's text in it ("Invalid request from ip=...: Invalid HTTP
+    request line: 'GET /api/v1/chat/guest/<key>/messages ...'"), and a guest's path holds
+    its key, its only credential. The message is kept, what the client sent is not."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg = redact_request_text(record.getMessage())
+        record.args = ()
+        return True

@@ -7,9 +7,11 @@ import uuid
 from django.conf import settings
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.core.handlers.wsgi import LimitedStream
+from django.urls import Resolver404, resolve
 
-from chat.api.errors import DATABASE_DOWN, error_response, render_error
-from chat.exceptions import ApiError, ServiceUnavailable
+from chat.api.base import ApiView
+from chat.api.errors import DATABASE_DOWN, render_error
+from chat.exceptions import ApiError, PayloadTooLarge, ServiceUnavailable
 from chat.logging import trace_id_var
 
 TRACE_ID_RE = re.compile(r"[A-Za-z0-9._-]{1,64}")
@@ -51,14 +53,26 @@ class RequestIdMiddleware:
 
 
 class BodySizeLimitMiddleware:
-    """Answer 413 before anything reads a body over MAX_REQUEST_BODY_BYTES
-    (or the path's own limit in MAX_REQUEST_BODY_BYTES_BY_PATH).
+    """Answer 413 to a body over MAX_REQUEST_BODY_BYTES (or the path's own limit in
+    MAX_REQUEST_BODY_BYTES_BY_PATH) without reading it; drain the others.
 
     Django's WSGI request reads at most CONTENT_LENGTH bytes of the body, so the
     declared length is the size of whatever will be read. A chunked body has no
     declared length: it is read here, up to one byte past the limit, and handed
     on as if it had been sent with one.
+
+    An API view answers the 413 itself, after the rate limiter has counted the
+    request (so it carries the limit headers and spends the budget); the body is
+    hidden from it. Any other URL gets the 413 here.
+
+    A body the view did not read (a 401 or 429 answered first) is read to its end
+    after the response, so the connection can serve the client's next request
+    (gunicorn's gthread worker drains at most 64 KiB itself and closes the
+    connection beyond that, after announcing keep-alive). Bodies over the limit
+    are never read: gunicorn.conf.py closes their connection with `Connection: close`.
     """
+
+    DRAIN_CHUNK = 64 * 1024
 
     def __init__(self, get_response):
         self.get_response = get_response
@@ -77,21 +91,31 @@ class BodySizeLimitMiddleware:
         except ValueError:
             length = -1
         if length < 0:
-            return error_response(
+            return render_error(
                 request,
-                status=400,
-                code="VALIDATION_ERROR",
-                message="Invalid Content-Length header",
-                details={"Content-Length": ["Must be a non-negative integer."]},
+                ApiError(
+                    "Invalid Content-Length header", details={"Content-Length": ["Must be a non-negative integer."]}
+                ),
             )
         if length > limit:
-            return error_response(
-                request,
-                status=413,
-                code="PAYLOAD_TOO_LARGE",
-                message=f"Request body is larger than {limit} bytes",
-            )
-        return self.get_response(request)
+            too_large = PayloadTooLarge(f"Request body is larger than {limit} bytes")
+            if not self._answered_by_an_api_view(request):
+                return render_error(request, too_large)
+            request.body_too_large = too_large
+            request._stream = LimitedStream(io.BytesIO(b""), 0)  # nothing may read it
+            return self.get_response(request)
+        response = self.get_response(request)
+        while request.read(self.DRAIN_CHUNK):
+            pass
+        return response
+
+    @staticmethod
+    def _answered_by_an_api_view(request) -> bool:
+        try:
+            match = resolve(request.path_info)
+        except Resolver404:
+            return False
+        return issubclass(getattr(match.func, "cls", type(None)), ApiView)
 
     def _buffer_chunked_body(self, request, limit: int) -> None:
         stream = request.META.get("wsgi.input")

@@ -93,7 +93,18 @@ class RedactRequestFilter(logging.Filter):
     TraceIdFilter.
     """
 
+    # A rejected request (a bad Host header, django.security.*) is the client's doing:
+    # one short line, no traceback (Django attaches one, 3 KB, to each).
+    SECURITY_LOGGER = "django.security."
+    SECURITY_MESSAGE_LENGTH = 200
+
     def filter(self, record: logging.LogRecord) -> bool:
+        if record.name.startswith(self.SECURITY_LOGGER):
+            record.exc_info = record.exc_text = record.stack_info = None
+            message = record.getMessage()
+            if len(message) > self.SECURITY_MESSAGE_LENGTH:
+                message = message[: self.SECURITY_MESSAGE_LENGTH - 3] + "..."
+            record.msg, record.args = message, ()
         request = getattr(record, "request", None)
         if request is not None:
             path = getattr(request, "path", None)

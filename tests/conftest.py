@@ -33,6 +33,7 @@ def pytest_terminal_summary(terminalreporter):
         terminalreporter.write_line(
             f"fuzz: {sum(statuses.values())} inputs, 5xx: {server_errors}, by status: {dict(sorted(statuses.items()))}"
         )
+        terminalreporter.write_line(f"fuzz: crafted cursors by status: {dict(sorted(fuzz.CURSORS.items()))}")
 
 
 @pytest.fixture(autouse=True)

@@ -5,13 +5,16 @@ no 5xx and must match the schema: status code, content type, headers, body.
 The run is bounded for CI; FUZZ_EXAMPLES raises it (see README, Reliability).
 """
 
+import base64
 import os
 from collections import Counter
 from datetime import UTC, date, datetime, timedelta
+from urllib.parse import urlencode
 
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from chatsite.wsgi import application
@@ -31,8 +34,45 @@ def ndjson(ctx, value) -> bytes:
     return value.encode("utf-8", "surrogatepass") if isinstance(value, str) else str(value).encode()
 
 
+# DRF's cursors are base64 of a query string: p (position), o (offset), r (reverse).
+# The schema says only "string", so the fuzzer would almost never reach the decoder's
+# inner checks; these build cursors that decode, with positions good and bad.
+POSITIONS = st.one_of(
+    st.datetimes(timezones=st.just(UTC)).map(str),
+    st.datetimes().map(str),  # naive
+    st.dates().map(str),
+    st.sampled_from(["notadate", "0001-01-01 00:00:00+14:00", "9999-12-31 23:59:59-14:00", "2026-13-45", ""]),
+    st.text(max_size=40),
+)
+CURSOR_FIELDS = st.fixed_dictionaries(
+    {},
+    optional={
+        "p": POSITIONS,
+        "o": st.one_of(st.integers(-5, 5000).map(str), st.text(max_size=5)),
+        "r": st.one_of(st.sampled_from(["0", "1"]), st.text(max_size=3)),
+    },
+)
+CRAFTED_CURSORS = st.one_of(
+    CURSOR_FIELDS.map(lambda fields: base64.b64encode(urlencode(fields).encode()).decode()),
+    st.binary(max_size=60).map(lambda raw: base64.b64encode(raw).decode()),
+)
+
+
+@schema.hook
+def flatmap_query(context, query):
+    """Give every `cursor` query parameter a crafted cursor most of the time."""
+    operation = context.operation
+    if operation is None or not isinstance(query, dict):
+        return st.just(query)
+    if not any(p.name == "cursor" for p in operation.query):
+        return st.just(query)
+    return st.one_of(st.just(query), CRAFTED_CURSORS.map(lambda cursor: {**query, "cursor": cursor}))
+
+
 # Every status the fuzzer got; conftest.py prints the tally at the end of the run.
 STATUSES: Counter = Counter()
+# Crafted cursors sent (a tally line of their own, so a schema change that loses them shows).
+CURSORS: Counter = Counter()
 
 
 def schema_cannot_say_it(case) -> list:
@@ -70,6 +110,12 @@ def usage_range_out_of_bounds(query: dict) -> bool:
     return start > end or (end - start).days >= 366
 
 
+def tally(case, response) -> None:
+    STATUSES[response.status_code] += 1
+    if isinstance(case.query, dict) and "cursor" in case.query:
+        CURSORS[response.status_code] += 1
+
+
 @pytest.fixture
 def generous_limits(settings):
     settings.RATE_LIMITS = {key: "1000000/hour" for key in settings.RATE_LIMITS}
@@ -85,7 +131,7 @@ def test_authenticated_calls_match_the_schema(case, alice):
     response = case.call_and_validate(
         headers={"Authorization": f"Bearer {alice.api_token}"}, excluded_checks=schema_cannot_say_it(case)
     )
-    STATUSES[response.status_code] += 1
+    tally(case, response)
 
 
 @pytest.mark.django_db(transaction=True)
@@ -96,4 +142,4 @@ def test_authenticated_calls_match_the_schema(case, alice):
 )
 def test_anonymous_calls_match_the_schema(case):
     response = case.call_and_validate(excluded_checks=schema_cannot_say_it(case))
-    STATUSES[response.status_code] += 1
+    tally(case, response)

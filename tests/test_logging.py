@@ -60,11 +60,19 @@ def test_the_route_is_the_url_pattern_not_the_path(as_alice, log_lines):
     assert "private-session-name" not in log_lines.text()
 
 
-def test_a_response_made_before_routing_is_logged_with_its_route(as_alice, log_lines):
+def test_a_response_made_before_routing_is_logged_with_its_route(anon, log_lines):
+    response = anon.post("/admin/login/", b"x" * 2_000_000, content_type="application/json")
+    assert response.status_code == 413
+    (line,) = request_lines(log_lines())
+    assert (line["route"], line["status"], line["user"]) == ("admin/login/", 413, "anonymous")
+
+
+def test_a_413_of_the_api_is_logged_with_its_caller_and_limit(as_alice, alice, log_lines):
     response = as_alice.post(URL, b"x" * 2_000_000, content_type="application/json")
     assert response.status_code == 413
     (line,) = request_lines(log_lines())
-    assert (line["route"], line["status"], line["user"]) == ("api/chat/messages", 413, "anonymous")
+    assert (line["route"], line["status"], line["user"]) == ("api/chat/messages", 413, str(alice.pk))
+    assert line["rate_limit_scope"] == "user:free"
 
 
 def test_callers_without_credentials_are_anonymous(anon, log_lines):
@@ -157,3 +165,13 @@ def test_guest_requests_are_logged_as_guest_without_their_session_key(anon, log_
     ]
     text = log_lines.text()
     assert key not in text and key.replace("-", "") not in text and "guest-secret-content-0d4e" not in text
+
+
+@pytest.mark.parametrize("host", ["evil.example", "x" * 5000 + ".example"])
+def test_a_bad_host_header_is_one_short_line_without_a_traceback(anon, log_lines, host):
+    response = anon.get("/healthz", HTTP_HOST=host)
+    assert response.status_code == 400
+    [line] = [line for line in log_lines() if line["logger"].startswith("django.security")]
+    assert line["logger"] == "django.security.DisallowedHost"
+    assert "exc_info" not in line
+    assert len(json.dumps(line)) < 600

@@ -128,10 +128,11 @@ def test_errors_carry_the_headers_and_spend_the_budget(as_alice, as_charlie, ano
         403: as_charlie.get(MESSAGES, {"session_id": "alices"}),
         404: as_charlie.get(MESSAGES, {"session_id": "nobody"}),
         405: as_charlie.put(MESSAGES, {}, content_type="application/json"),
+        413: as_charlie.post(MESSAGES, b"x" * (1024 * 1024 + 1), content_type="application/json"),
         415: as_charlie.post(MESSAGES, "hello", content_type="text/plain"),
     }
     assert {status: r.status_code for status, r in answers.items()} == {s: s for s in answers}
-    assert [remaining(r) for r in answers.values()] == [99, 98, 97, 96, 95]
+    assert [remaining(r) for r in answers.values()] == [99, 98, 97, 96, 95, 94]
     for response in answers.values():
         assert_rate_headers(response, limit=100, left=remaining(response))
         assert "Retry-After" not in response
@@ -253,6 +254,28 @@ def test_guest_scopes_count_per_session_key_and_per_ip_and_show_the_binding_one(
     flooded = guest.get("/poll/key-c")
     assert_429(flooded, limit=4)
     assert flooded.wsgi_request.rate_limit_scope == "guest_ip"
+
+
+def test_a_guest_send_over_the_size_limit_is_a_413_that_spends_the_budget(db, limits):
+    limits(guest_send="2/minute")
+    guest = ApiClient()
+    key = guest.generic("POST", "/api/v1/chat/guest/sessions").json()["data"]["session_key"]
+    url = f"/api/v1/chat/guest/{key}/messages"
+    big = b'{"content": "' + b"x" * (1024 * 1024) + b'"}'
+
+    too_large = guest.post(url, big, content_type="application/json")
+
+    assert too_large.status_code == 413
+    assert too_large.json()["error"]["code"] == "PAYLOAD_TOO_LARGE"
+    assert_rate_headers(too_large, limit=2, left=1)
+    assert guest.post_json(url, {"content": "hi"}).status_code == 201
+    assert_429(guest.post(url, big, content_type="application/json"), limit=2)
+
+
+def test_a_body_over_the_limit_on_other_urls_is_still_a_413(as_alice, staff_browser):
+    big = b"x" * (1024 * 1024 + 1)
+    assert as_alice.post("/api/no-such-endpoint", big, content_type="application/json").status_code == 413
+    assert staff_browser.post("/admin/", big, content_type="application/json").status_code == 413
 
 
 @pytest.mark.urls("tests.test_rate_limits")

@@ -32,6 +32,10 @@ class ApiView(APIView):
             throttles.check(request, self)
             raise
         throttles.check(request, self)
+        # A body over the limit, hidden by BodySizeLimitMiddleware: refused once counted.
+        too_large = getattr(request._request, "body_too_large", None)
+        if too_large is not None:
+            raise too_large
         super().initial(request, *args, **kwargs)
 
     def dispatch(self, request, *args, **kwargs):
