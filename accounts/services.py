@@ -22,6 +22,14 @@ def user_get_or_create(*, username: str, create: bool) -> tuple[User, bool]:
     return user, True
 
 
+def user_set_staff(*, user: User) -> User:
+    """Make the user staff (the inbox, replies to guests, metrics); the admin needs a password too."""
+    if not user.is_staff:
+        user.is_staff = True
+        user.save(update_fields=["is_staff"])
+    return user
+
+
 def user_set_tier(*, user: User, tier: str) -> User:
     if tier not in Tier.values:
         raise ValueError(f"unknown tier {tier!r}; choose from {', '.join(Tier.values)}")

@@ -122,6 +122,19 @@ class ChatSessionAdmin(admin.ModelAdmin):
         # Sessions are made by their owners through the API.
         return False
 
+    # Edits and deletes go through the services, under the session's lock, like every write.
+
+    def save_model(self, request, obj: ChatSession, form, change) -> None:
+        changes = {field: getattr(obj, field) for field in form.changed_data if field in services.STAFF_EDITABLE_FIELDS}
+        if changes:
+            services.session_edit_by_staff(session_id=obj.pk, changes=changes)
+
+    def delete_model(self, request, obj: ChatSession) -> None:
+        services.sessions_delete_by_staff(session_ids=[obj.pk])
+
+    def delete_queryset(self, request, queryset) -> None:
+        services.sessions_delete_by_staff(session_ids=queryset.values_list("pk", flat=True))
+
     # Replying to a guest: a box on the guest session's page whose button posts the
     # page's form (and its CSRF token) to reply_view, which only reads the reply.
 

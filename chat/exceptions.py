@@ -19,12 +19,20 @@ class ApiError(Exception):
         self.headers = headers or {}
 
 
+class Unauthenticated(ApiError):
+    status, code, message = 401, "UNAUTHENTICATED", "Authentication credentials were not provided."
+
+
 class Forbidden(ApiError):
     status, code, message = 403, "FORBIDDEN", "You do not have permission to do this"
 
 
 class NotFound(ApiError):
     status, code, message = 404, "NOT_FOUND", "Not found"
+
+
+class MethodNotAllowed(ApiError):
+    status, code, message = 405, "METHOD_NOT_ALLOWED", "Method not allowed"
 
 
 class Conflict(ApiError):
@@ -37,6 +45,10 @@ class PayloadTooLarge(ApiError):
 
 class RateLimitExceeded(ApiError):
     status, code, message = 429, "RATE_LIMIT_EXCEEDED", "Rate limit exceeded"
+
+
+class InternalError(ApiError):
+    status, code, message = 500, "INTERNAL_ERROR", "Internal server error"
 
 
 class ServiceUnavailable(ApiError):

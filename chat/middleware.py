@@ -102,10 +102,15 @@ class BodySizeLimitMiddleware:
             if not self._answered_by_an_api_view(request):
                 return render_error(request, too_large)
             request.body_too_large = too_large
-            request._stream = LimitedStream(io.BytesIO(b""), 0)  # nothing may read it
+            # Nothing may read it, not even a form parser checking the declared length.
+            request._stream = LimitedStream(io.BytesIO(b""), 0)
+            request.META["CONTENT_LENGTH"] = "0"
             return self.get_response(request)
         response = self.get_response(request)
-        while request.read(self.DRAIN_CHUNK):
+        try:
+            while request.read(self.DRAIN_CHUNK):
+                pass
+        except OSError:  # the client went away mid-body (UnreadablePostError): nothing left to serve
             pass
         return response
 

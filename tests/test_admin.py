@@ -89,3 +89,41 @@ def test_counts_are_capped(staff_browser, sessions, monkeypatch):
 def test_user_admin_edits_the_tier(staff_browser, alice):
     page = staff_browser.get("/admin/accounts/user/").content.decode()
     assert "alice" in page and 'name="form-0-tier"' in page
+
+
+def session_page(session_id: str, action: str = "change") -> str:
+    from django.contrib.admin.utils import quote
+    from django.urls import reverse
+
+    return reverse(f"admin:chat_chatsession_{action}", args=[quote(session_id)])
+
+
+def test_a_session_edited_in_the_admin_moves_updated_at_like_every_write(staff_browser, alice):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    long_ago = timezone.now() - timedelta(days=30)
+    ChatSession.objects.create(id="s1", user=alice, title="Old", updated_at=long_ago)
+
+    response = staff_browser.post(session_page("s1"), {"user": alice.pk, "guest_name": "", "title": "New"})
+
+    assert response.status_code == 302, response.content[:2000]
+    session = ChatSession.objects.get(pk="s1")
+    assert session.title == "New"
+    assert session.updated_at > long_ago + timedelta(days=29)
+
+
+def test_a_session_deleted_in_the_admin_goes_through_the_service(staff_browser, alice, monkeypatch):
+    from chat import services
+
+    ChatSession.objects.create(id="s1", user=alice)
+    calls = []
+    original = services.sessions_delete_by_staff
+    monkeypatch.setattr(services, "sessions_delete_by_staff", lambda **kw: calls.append(kw) or original(**kw))
+
+    response = staff_browser.post(session_page("s1", "delete"), {"post": "yes"})
+
+    assert response.status_code == 302
+    assert not ChatSession.objects.filter(pk="s1").exists()
+    assert [list(call["session_ids"]) for call in calls] == [["s1"]]

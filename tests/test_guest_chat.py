@@ -360,3 +360,18 @@ def test_the_compiled_poll_sql_answers_as_the_orm_query_does(guest, key):
         expected = [row for row in orm_rows if row[0] is not None]
         assert [tuple(m.values()) for m in messages] == expected[:limit]
         assert has_more == (len(expected) > limit)
+
+
+def test_an_empty_last_message_id_is_a_400_not_zero(guest, key):
+    """API.md: missing means 0; anything but ASCII digits (the empty string included) is a 400."""
+    body = assert_envelope(guest.get(messages_url(key) + "?last_message_id="), status=400)
+    assert "last_message_id" in body["error"]["details"]
+
+
+def test_a_poll_answer_is_never_stored_by_a_cache(guest, key):
+    assert poll(guest, key)["Cache-Control"] == "no-store"
+
+
+@pytest.mark.parametrize("client_id", [".", ".."])
+def test_a_guest_id_a_url_cannot_address_is_a_400(guest, key, client_id):
+    assert_envelope(send(guest, key, "hi", id=client_id), status=400)

@@ -59,3 +59,16 @@ def test_invalid_username_is_an_error(db):
 def test_unknown_tier_is_an_error(db):
     with pytest.raises(CommandError):
         issue_token("newbie", "--create", "--tier", "platinum")
+
+
+def test_staff_is_given_through_the_accounts_service(db, monkeypatch):
+    from accounts import services as account_services
+    from accounts.management.commands import issue_token
+
+    calls = []
+    monkeypatch.setattr(
+        issue_token, "user_set_staff", lambda **kw: calls.append(kw) or account_services.user_set_staff(**kw)
+    )
+    call_command("issue_token", "sam", "--create", "--staff", stdout=io.StringIO())
+    assert [call["user"].username for call in calls] == ["sam"]
+    assert User.objects.get(username="sam").is_staff

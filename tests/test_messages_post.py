@@ -422,3 +422,32 @@ def test_unicode_is_stored_and_returned_byte_for_byte(as_alice):
     assert response.json()["messages"][0]["content"] == text
     assert as_alice.get(URL, {"session_id": "s1"}).json()[0]["content"] == text
     assert ChatMessage.objects.get(message_id="u").content == text
+
+
+@pytest.mark.parametrize("dots", [".", ".."])
+def test_ids_a_url_cannot_address_are_refused(as_alice, dots):
+    session = as_alice.post_json(URL, {"sessionId": dots, "message": {"role": "user"}})
+    assert session.status_code == 400 and "sessionId" in session.json()["error"]["details"]
+    message = as_alice.post_json(URL, {"sessionId": "s1", "message": {"id": dots, "role": "user"}})
+    assert message.status_code == 400 and "message" in message.json()["error"]["details"]
+    assert as_alice.get(URL, {"session_id": dots}).status_code == 400
+
+
+def test_three_dots_and_dotted_ids_are_ids(as_alice):
+    response = as_alice.post_json(URL, {"sessionId": "...", "messages": [{"id": ".a", "role": "user"}]})
+    assert response.status_code == 201
+
+
+# Arabic-Indic digits, and fullwidth ones: Django's date parser reads both as numbers.
+@pytest.mark.parametrize(
+    "timestamp",
+    [
+        "\u0662\u0660\u0662\u0665-01-01T10:00:00Z",
+        "2025-01-01T\u0661\u0660:00:00Z",
+        "\uff12\uff10\uff12\uff15-01-01T10:00:00Z",
+    ],
+)
+def test_a_timestamp_in_other_digits_than_ascii_is_a_400(as_alice, timestamp):
+    response = as_alice.post_json(URL, {"sessionId": "s1", "message": {"role": "user", "timestamp": timestamp}})
+    assert response.status_code == 400
+    assert "timestamp" in response.json()["error"]["details"]["message"]

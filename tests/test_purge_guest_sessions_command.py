@@ -106,3 +106,13 @@ def test_inactive_days_is_required_and_an_integer(db):
         purge()
     with pytest.raises(CommandError):
         purge("--inactive-days", "soon")
+
+
+def test_the_command_deletes_through_the_service(db, monkeypatch):
+    from chat import services
+
+    calls = []
+    original = services.guest_sessions_purge_batch
+    monkeypatch.setattr(services, "guest_sessions_purge_batch", lambda **kw: calls.append(kw) or original(**kw))
+    call_command("purge_guest_sessions", "--inactive-days", "30", stdout=StringIO())
+    assert len(calls) == 1 and calls[0]["batch_size"] == 1000

@@ -119,3 +119,14 @@ def test_bad_input_is_a_command_error_and_changes_nothing(sessions, args, messag
         run(*args)
     assert message in str(error.value)
     assert stats("s1")["message_count"] == 9
+
+
+def test_the_command_fixes_through_the_service(db, monkeypatch):
+    from chat import services
+
+    ChatSession.objects.create(id="s1")
+    calls = []
+    original = services.session_stats_recount
+    monkeypatch.setattr(services, "session_stats_recount", lambda **kw: calls.append(kw) or original(**kw))
+    run("--all")
+    assert calls == [{"session_ids": ["s1"], "fix": True}]

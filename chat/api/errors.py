@@ -19,7 +19,7 @@ from rest_framework.response import Response
 from rest_framework.serializers import as_serializer_error
 from rest_framework.views import exception_handler as drf_exception_handler
 
-from chat.exceptions import ApiError, ServiceUnavailable
+from chat.exceptions import ApiError, Forbidden, InternalError, MethodNotAllowed, NotFound, ServiceUnavailable
 from chat.json import json_response, utc_iso
 
 logger = logging.getLogger(__name__)
@@ -117,8 +117,8 @@ def api_exception_handler(exc: Exception, context: dict) -> Response | None:
         if settings.DEBUG:
             return None  # DRF re-raises: Django's debug page shows the traceback.
         logger.exception("unhandled error", exc_info=exc)
-        body = error_body(request, code="INTERNAL_ERROR", message="Internal server error")
-        return Response(body, status=500)
+        body = error_body(request, code=InternalError.code, message=InternalError.message)
+        return Response(body, status=InternalError.status)
 
     status, code = next(
         ((status, code) for exc_class, status, code in DRF_CODES if isinstance(exc, exc_class)),
@@ -141,23 +141,23 @@ def api_exception_handler(exc: Exception, context: dict) -> Response | None:
 
 
 def bad_request(request, exception=None):
-    return error_response(request, status=400, code="VALIDATION_ERROR", message="Bad request")
+    return render_error(request, ApiError("Bad request"))
 
 
 def permission_denied(request, exception=None):
-    return error_response(request, status=403, code="FORBIDDEN", message="Forbidden")
+    return render_error(request, Forbidden("Forbidden"))
 
 
 def page_not_found(request, exception=None):
-    return error_response(request, status=404, code="NOT_FOUND", message="Not found")
+    return render_error(request, NotFound())
 
 
 def server_error(request):
-    return error_response(request, status=500, code="INTERNAL_ERROR", message="Internal server error")
+    return render_error(request, InternalError())
 
 
 def csrf_failure(request, reason=""):
-    return error_response(request, status=403, code="FORBIDDEN", message="CSRF verification failed")
+    return render_error(request, Forbidden("CSRF verification failed"))
 
 
 def allow_methods(*methods: str):
@@ -167,13 +167,10 @@ def allow_methods(*methods: str):
         @functools.wraps(view)
         def wrapper(request, *args, **kwargs):
             if request.method not in methods:
-                return error_response(
-                    request,
-                    status=405,
-                    code="METHOD_NOT_ALLOWED",
-                    message=f'Method "{request.method}" not allowed.',
-                    headers={"Allow": ", ".join(methods)},
+                refused = MethodNotAllowed(
+                    f'Method "{request.method}" not allowed.', headers={"Allow": ", ".join(methods)}
                 )
+                return render_error(request, refused)
             return view(request, *args, **kwargs)
 
         return wrapper

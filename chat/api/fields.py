@@ -43,7 +43,8 @@ class StrictBooleanField(serializers.BooleanField):
 
 class StrictDateTimeField(serializers.DateTimeField):
     def to_internal_value(self, value):
-        if not isinstance(value, str):
+        # isascii: Django's parser takes any script's digits ("٢٠٢٥-..."), which int() reads.
+        if not isinstance(value, str) or not value.isascii():
             self.fail("invalid", format="ISO 8601")
         return super().to_internal_value(value)
 

@@ -234,7 +234,11 @@ class GuestMessagesApi(GuestView):
         )
         meta = {"last_message_id": messages[-1]["id"] if messages else cursor, "has_more": has_more}
         metrics.observe_guest_poll(len(messages))
-        return Response(envelope(request, success=True, message="Messages retrieved", data=messages, meta=meta))
+        # A poll's answer is the state of a moment: no cache (the browser's, a proxy's) may keep it.
+        return Response(
+            envelope(request, success=True, message="Messages retrieved", data=messages, meta=meta),
+            headers={"Cache-Control": "no-store"},
+        )
 
     @extend_schema(
         operation_id="guest_messages_send",

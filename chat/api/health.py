@@ -21,8 +21,8 @@ from rest_framework.exceptions import AuthenticationFailed
 from accounts.authentication import BearerOrTokenAuthentication
 from chat import metrics
 from chat.api.doors import limited_door
-from chat.api.errors import allow_methods, envelope, error_response
-from chat.exceptions import ServiceUnavailable
+from chat.api.errors import allow_methods, envelope, render_error
+from chat.exceptions import Forbidden, ServiceUnavailable, Unauthenticated
 from chat.json import json_response
 
 logger = logging.getLogger(__name__)
@@ -68,14 +68,7 @@ def readyz(request):
     }
     if all(state == "ok" for state in checks.values()):
         return json_response(envelope(request, success=True, message="Ready", data=checks))
-    return error_response(
-        request,
-        status=ServiceUnavailable.status,
-        code=ServiceUnavailable.code,
-        message=ServiceUnavailable.message,
-        details=checks,
-        headers={"Retry-After": "5"},
-    )
+    return render_error(request, ServiceUnavailable(details=checks, headers={"Retry-After": "5"}))
 
 
 def metrics_caller(request):
@@ -111,9 +104,7 @@ def metrics_view(request):
     else:
         reason = "Authentication credentials were not provided."
     if caller is None:
-        return error_response(
-            request, status=401, code="UNAUTHENTICATED", message=reason, headers={"WWW-Authenticate": "Bearer"}
-        )
+        return render_error(request, Unauthenticated(reason, headers={"WWW-Authenticate": "Bearer"}))
     if caller != "token" and not caller.is_staff:
-        return error_response(request, status=403, code="FORBIDDEN", message="Metrics are for staff only")
+        return render_error(request, Forbidden("Metrics are for staff only"))
     return HttpResponse(metrics.exposition(), content_type=CONTENT_TYPE_LATEST)

@@ -29,7 +29,8 @@ SSE_HEADERS = {
     # nginx: pass each event on at once instead of buffering the response.
     "X-Accel-Buffering": "no",
 }
-JSON_HEADERS = {"Content-Type": "application/json"}
+# Long-poll answers as the WSGI poll's: the state of a moment, never kept by a cache.
+JSON_HEADERS = {"Content-Type": "application/json", "Cache-Control": "no-store"}
 # An idle stream's keep-alive: a comment line, which EventSource ignores.
 KEEP_ALIVE = b": keep-alive\n\n"
 

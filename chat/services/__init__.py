@@ -16,6 +16,13 @@ from chat.services.guest import (
     guest_reply_send,
     guest_session_create,
 )
+from chat.services.maintenance import (
+    STAFF_EDITABLE_FIELDS,
+    guest_sessions_purge_batch,
+    session_edit_by_staff,
+    session_stats_recount,
+    sessions_delete_by_staff,
+)
 from chat.services.messages import (
     PREVIEW_LENGTH,
     TITLE_LENGTH,
@@ -33,19 +40,24 @@ from chat.services.usage import usage_deferred, usage_record, usage_retire, usag
 __all__ = [
     "GUEST_MESSAGE_MAX_LENGTH",
     "PREVIEW_LENGTH",
+    "STAFF_EDITABLE_FIELDS",
     "TITLE_LENGTH",
     "guest_message_send",
     "guest_reply_send",
     "guest_session_create",
+    "guest_sessions_purge_batch",
     "message_delete",
     "messages_delete_by_staff",
     "messages_save",
     "new_message_id",
     "session_delete",
+    "session_edit_by_staff",
     "session_lock",
     "session_messages_delete",
     "session_messages_write",
     "session_rename",
+    "session_stats_recount",
+    "sessions_delete_by_staff",
     "sessions_erase",
     "sessions_import",
     "shorten",

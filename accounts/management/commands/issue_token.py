@@ -2,7 +2,7 @@ from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
 from accounts.models import Tier, User
-from accounts.services import token_for, user_get_or_create, user_set_tier
+from accounts.services import token_for, user_get_or_create, user_set_staff, user_set_tier
 
 
 class Command(BaseCommand):
@@ -29,9 +29,8 @@ class Command(BaseCommand):
             self.stdout.write(f"Created user {username!r}.")
         if tier:
             user_set_tier(user=user, tier=tier)
-        if staff and not user.is_staff:
-            user.is_staff = True
-            user.save(update_fields=["is_staff"])
+        if staff:
+            user_set_staff(user=user)
         token = token_for(user=user, rotate=rotate)
         self.stdout.write(
             f"User {username!r}: tier {user.tier}{', staff' if user.is_staff else ''}"

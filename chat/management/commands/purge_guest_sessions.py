@@ -1,10 +1,10 @@
 from datetime import timedelta
 
 from django.core.management.base import BaseCommand, CommandError
-from django.db import transaction
 from django.db.models import Count, Sum
 from django.utils import timezone
 
+from chat import services
 from chat.models import ChatSession
 
 DEFAULT_BATCH_SIZE = 1000
@@ -52,19 +52,13 @@ class Command(BaseCommand):
 
         sessions = messages = 0
         while True:
-            with transaction.atomic():
-                # Locked while they go, so a guest writing at this moment either finishes
-                # first (and its session, active again, is skipped) or finds it gone (404).
-                batch = list(
-                    inactive.select_for_update(skip_locked=True)
-                    .order_by("updated_at")
-                    .values_list("pk", flat=True)[:batch_size]
-                )
-                if not batch:
-                    break
-                _, deleted = ChatSession.objects.filter(pk__in=batch).delete()
-            sessions += deleted.get("chat.ChatSession", 0)
-            messages += deleted.get("chat.ChatMessage", 0)
+            batch, deleted_sessions, deleted_messages = services.guest_sessions_purge_batch(
+                inactive_before=cutoff, batch_size=batch_size
+            )
+            if not batch:
+                break
+            sessions += deleted_sessions
+            messages += deleted_messages
             if verbosity >= 2:
                 for session_id in batch:
                     self.stdout.write(f"deleted {session_id}")

@@ -1,24 +1,10 @@
-from collections.abc import Iterator, Sequence
-from typing import Any
+from collections.abc import Iterator
 
 from django.core.management.base import BaseCommand, CommandError
-from django.db import transaction
-from django.db.models import Count, OuterRef, Subquery, Sum
-from django.db.models.functions import Coalesce
 
+from chat import services
 from chat.json import dumps
-from chat.models import ChatMessage, ChatSession
-from chat.services import PREVIEW_LENGTH, shorten
-
-STAT_FIELDS = (
-    "message_count",
-    "total_tokens",
-    "last_model",
-    "last_message_preview",
-    "last_message_timestamp",
-    "last_message_id",
-    "last_role",
-)
+from chat.models import ChatSession
 
 
 def show(value) -> str:
@@ -37,54 +23,6 @@ def session_ids_in_batches(batch_size: int) -> Iterator[list[str]]:
             return
         yield batch
         last = batch[-1]
-
-
-def recount(session_ids: Sequence[str], *, lock: bool) -> list[tuple[ChatSession, dict[str, Any]]]:
-    """Each session of `session_ids` with its statistics as the messages say.
-
-    One query for the sessions with their count, token sum and newest message
-    id (subqueries on the (session, id) and (session, timestamp, id) indexes),
-    one for those newest messages. With `lock`, the sessions' rows are locked
-    (in id order) as every write locks them, so the figures cannot move until
-    the caller's transaction ends.
-    """
-    messages = ChatMessage.objects.filter(session=OuterRef("pk")).order_by().values("session")
-    sessions = ChatSession.objects.filter(pk__in=session_ids).order_by("pk").only("pk", *STAT_FIELDS)
-    if lock:
-        sessions = sessions.select_for_update()
-    sessions = list(
-        sessions.annotate(
-            counted=Coalesce(Subquery(messages.annotate(n=Count("id")).values("n")), 0),
-            tokens=Coalesce(Subquery(messages.annotate(t=Sum("total_tokens")).values("t")), 0),
-            newest_id=Subquery(
-                ChatMessage.objects.filter(session=OuterRef("pk")).order_by("-timestamp", "-id").values("id")[:1]
-            ),
-        )
-    )
-    newest = {
-        m.pk: m
-        for m in ChatMessage.objects.filter(pk__in=[s.newest_id for s in sessions if s.newest_id]).only(
-            "model", "content", "timestamp", "role"
-        )
-    }
-    result = []
-    for session in sessions:
-        message = newest.get(session.newest_id)
-        result.append(
-            (
-                session,
-                {
-                    "message_count": session.counted,
-                    "total_tokens": session.tokens,
-                    "last_model": message.model if message else None,
-                    "last_message_preview": shorten(message.content, PREVIEW_LENGTH) if message else None,
-                    "last_message_timestamp": message.timestamp if message else None,
-                    "last_message_id": message.pk if message else None,
-                    "last_role": message.role if message else None,
-                },
-            )
-        )
-    return result
 
 
 class Command(BaseCommand):
@@ -117,23 +55,14 @@ class Command(BaseCommand):
 
         checked = drifted = 0
         for batch in batches:
-            with transaction.atomic():
-                fixed = []
-                for session, expected in recount(batch, lock=not dry_run):
-                    checked += 1
+            for session_id, drift in services.session_stats_recount(session_ids=batch, fix=not dry_run):
+                checked += 1
+                if drift:
+                    drifted += 1
                     changes = [
-                        f"{field} {show(getattr(session, field))} -> {show(value)}"
-                        for field, value in expected.items()
-                        if getattr(session, field) != value
+                        f"{field} {show(stored)} -> {show(counted)}" for field, (stored, counted) in drift.items()
                     ]
-                    if changes:
-                        drifted += 1
-                        self.stdout.write(f"{session.pk}: " + "; ".join(changes))
-                        for field, value in expected.items():
-                            setattr(session, field, value)
-                        fixed.append(session)
-                if fixed and not dry_run:
-                    ChatSession.objects.bulk_update(fixed, STAT_FIELDS)
+                    self.stdout.write(f"{session_id}: " + "; ".join(changes))
 
         outcome = "nothing changed (dry run)" if dry_run else f"{drifted} fixed"
         self.stdout.write(f"Checked {checked} session(s): {drifted} had drifted statistics; {outcome}.")
