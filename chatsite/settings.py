@@ -279,6 +279,7 @@ SPECTACULAR_SETTINGS = {
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
         "chat.api.schema.require_request_bodies",
+        "chat.api.schema.merge_blank_alternatives",
         "chat.api.schema.add_operations_endpoints",
         "chat.api.schema.add_live_endpoints",
         "chat.api.schema.tag_api_parts",

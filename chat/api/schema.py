@@ -1,6 +1,8 @@
 """OpenAPI pieces shared by every endpoint: the error envelope, the rate-limit
 headers, the request-id header and the token security scheme."""
 
+import re
+
 from drf_spectacular.extensions import OpenApiAuthenticationExtension, OpenApiSerializerFieldExtension
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, inline_serializer
@@ -169,6 +171,38 @@ def require_request_bodies(result, generator, request, public):
             component = components.get(ref.rsplit("/", 1)[-1], {})
             if "oneOf" in component or component.get("required"):
                 body["required"] = True
+    return result
+
+
+def merge_blank_alternatives(result, generator, request, public):
+    """One schema for a string that may be blank, not a oneOf of two that both take "".
+
+    For `allow_blank` with a validator pattern, drf-spectacular writes
+    `oneOf: [{pattern, maxLength}, {maxLength: 0}]`; when the pattern accepts ""
+    (our NUL-refusing one does), "" matches both, which breaks `oneOf` and makes
+    schema-driven clients and fuzzers call a valid blank value invalid.
+    """
+
+    def visit(node):
+        if isinstance(node, dict):
+            alternatives = node.get("oneOf")
+            if isinstance(alternatives, list) and len(alternatives) == 2:
+                full, blank = alternatives
+                pattern = full.get("pattern") if isinstance(full, dict) else None
+                if (
+                    blank == {"type": "string", "maxLength": 0}
+                    and full.get("type") == "string"
+                    and (pattern is None or re.search(pattern, ""))
+                ):
+                    node.pop("oneOf")
+                    node.update(full)
+            for value in node.values():
+                visit(value)
+        elif isinstance(node, list):
+            for value in node:
+                visit(value)
+
+    visit(result)
     return result
 
 
