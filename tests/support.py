@@ -24,6 +24,7 @@ import ssl
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
@@ -33,6 +34,7 @@ from urllib.parse import quote
 
 import pytest
 import redis
+from django.db import connection
 from django.test import Client
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
@@ -510,3 +512,28 @@ def metric(port: int, name: str, token: str, **labels: str) -> float:
         if series_name == name and all(f'{key}="{wanted}"' in label_text for key, wanted in labels.items()):
             total += float(value)
     return total
+
+
+def run_together(count: int, work, *, join_timeout: float = 120) -> list:
+    """Run work(i) in `count` threads released at once; return their results (or exceptions) in order.
+
+    Each thread closes its own database connection when done.
+    """
+    barrier = threading.Barrier(count)
+    results: list = [None] * count
+
+    def target(i: int) -> None:
+        try:
+            barrier.wait(timeout=10)
+            results[i] = work(i)
+        except Exception as exc:  # surfaced by the callers' assertions
+            results[i] = exc
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=target, args=(i,)) for i in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=join_timeout)
+    return results

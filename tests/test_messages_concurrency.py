@@ -8,33 +8,11 @@ from django.db import connection, transaction
 
 from chat import services
 from chat.models import ChatMessage, ChatSession
-from tests.support import ApiClient, poll_until
+from tests.support import ApiClient, poll_until, run_together
 
 URL = "/api/chat/messages"
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
-
-
-def run_together(count: int, work) -> list:
-    """Run work(i) in `count` threads released at once; return their results in order."""
-    barrier = threading.Barrier(count)
-    results: list = [None] * count
-
-    def target(i: int) -> None:
-        try:
-            barrier.wait(timeout=10)
-            results[i] = work(i)
-        except Exception as exc:  # surfaced by the assertions below
-            results[i] = exc
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=target, args=(i,)) for i in range(count)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=60)
-    return results
 
 
 def test_many_writers_to_one_session_keep_exact_counters(alice):

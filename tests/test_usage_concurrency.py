@@ -1,41 +1,17 @@
 """The usage ledger under concurrent writers (PostgreSQL): it equals a recount of the messages."""
 
-import threading
-
 import pytest
 from django.core.management import call_command
-from django.db import connection
 
 from chat.management.commands.recount_usage import drift
 from chat.models import ChatMessage
-from tests.support import ApiClient
+from tests.support import ApiClient, run_together
 
 URL = "/api/chat/messages"
 USAGE = "/api/chat/usage"
 RANGE = {"from": "2025-01-01", "to": "2025-01-31"}
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
-
-
-def run_together(count: int, work) -> list:
-    barrier = threading.Barrier(count)
-    results: list = [None] * count
-
-    def target(i: int) -> None:
-        try:
-            barrier.wait(timeout=10)
-            results[i] = work(i)
-        except Exception as exc:  # surfaced by the assertions below
-            results[i] = exc
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=target, args=(i,)) for i in range(count)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=120)
-    return results
 
 
 def message(message_id: str, i: int, r: int) -> dict:
