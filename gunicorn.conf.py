@@ -37,7 +37,9 @@ bind = os.environ.get("GUNICORN_BIND") or f"0.0.0.0:{PORT}"
 # Threads: a request mostly waits on PostgreSQL or Redis, so a thread pool per
 # process serves more at the same memory. Each thread keeps its own database
 # connection (DB_CONN_MAX_AGE): workers x threads must fit PostgreSQL's max_connections.
-worker_class = os.environ.get("GUNICORN_WORKER_CLASS") or "gthread"
+# gthread plus a thread of its own for GET /healthz (chatsite.gunicorn_worker): liveness
+# answers at once even while a hung database holds every thread of the pool.
+worker_class = os.environ.get("GUNICORN_WORKER_CLASS") or "chatsite.gunicorn_worker.ProbeLaneWorker"
 # One process per usable core (the benchmark: 2 workers spend less CPU per request
 # than 3 on the 2-core machine; bench/results/two-workers.json).
 workers = env_int("GUNICORN_WORKERS", usable_cpus())

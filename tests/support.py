@@ -8,7 +8,8 @@ Test modules import from here (never from one another, never from conftest):
 - free_port, poll_until, call, get: real sockets, a wait that polls instead of sleeping,
   one HTTP request on a connection of its own;
 - start_gunicorn, start_uvicorn, start_redis, shared_database_url, server_env, manage: servers and
-  commands of a test's own; EventStream: a text/event-stream read event by event;
+  commands of a test's own; EventStream: a text/event-stream read event by event; start_tcp_proxy:
+  a proxy in front of a server that can hang (a stopped database);
 - browser_missing, chromium: headless Chromium (Debian's packages) driven by Selenium;
 - assert_envelope, assert_rate_headers, assert_429: the contract's envelope and limit headers.
 """
@@ -352,6 +353,83 @@ def start_redis():
             os.kill(process.pid, signal.SIGCONT)  # a paused one must run to die
             process.kill()
         process.wait()
+
+
+class TcpProxy:
+    """A loopback TCP proxy to `upstream_port` that can hang: `hang()` and it still accepts connections and
+    takes their bytes (the kernel acknowledges them) but forwards nothing either way, as a stopped server
+    does; `resume()` and everything held goes on. `held()`: connections waiting with bytes not forwarded."""
+
+    def __init__(self, upstream_port: int):
+        self.upstream_port = upstream_port
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.forwarding = threading.Event()
+        self.forwarding.set()
+        self.lock = threading.Lock()
+        self.sockets: list[socket.socket] = []
+        self.waiting: set[int] = set()
+        threading.Thread(target=self._accept, name="tcp-proxy", daemon=True).start()
+
+    def hang(self) -> None:
+        self.forwarding.clear()
+
+    def resume(self) -> None:
+        self.forwarding.set()
+
+    def held(self) -> int:
+        with self.lock:
+            return len(self.waiting)
+
+    def close(self) -> None:
+        self.resume()
+        self.listener.close()
+        with self.lock:
+            for sock in self.sockets:
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+                sock.close()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+                upstream = socket.create_connection(("127.0.0.1", self.upstream_port), timeout=5)
+            except OSError:
+                if self.listener.fileno() == -1:
+                    return  # closed
+                continue
+            upstream.settimeout(None)
+            with self.lock:
+                self.sockets += [client, upstream]
+            for source, sink in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(source, sink, id(client)), daemon=True).start()
+
+    def _pump(self, source: socket.socket, sink: socket.socket, key: int) -> None:
+        try:
+            while data := source.recv(65536):
+                if not self.forwarding.is_set():
+                    with self.lock:
+                        self.waiting.add(key)
+                    self.forwarding.wait()
+                    with self.lock:
+                        self.waiting.discard(key)
+                sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            with contextlib.suppress(OSError):
+                sink.shutdown(socket.SHUT_WR)
+
+
+@contextlib.contextmanager
+def start_tcp_proxy(upstream_port: int):
+    """A TcpProxy in front of `upstream_port` (e.g. PostgreSQL's) for the test's own servers to use."""
+    proxy = TcpProxy(upstream_port)
+    try:
+        yield proxy
+    finally:
+        proxy.close()
 
 
 @contextlib.contextmanager

@@ -1,10 +1,23 @@
 """/healthz (the process answers) and /readyz (the database and the cache answer)."""
 
+import json
+import socket
+from concurrent.futures import ThreadPoolExecutor
+
 import pytest
 from django.db import connection
 from django.test import Client, override_settings
 
-from tests.support import DEAD_REDIS, ApiClient
+from tests.support import (
+    DEAD_REDIS,
+    ApiClient,
+    call,
+    poll_until,
+    server_env,
+    shared_database_url,
+    start_gunicorn,
+    start_tcp_proxy,
+)
 
 
 def test_healthz_answers_200_without_touching_the_database(staff, django_assert_num_queries):
@@ -77,3 +90,58 @@ def test_other_methods_get_the_405_envelope(anon, path):
     assert response.status_code == 405
     assert response.json()["error"] == {"code": "METHOD_NOT_ALLOWED", "details": None}
     assert response["Allow"] == "GET, HEAD"
+
+
+THREADS = 4
+
+
+def healthz_at_once(port: int) -> bool:
+    try:
+        status, _, body = call(port, "GET", "/healthz", timeout=1)
+    except TimeoutError:
+        return False
+    return status == 200 and json.loads(body)["data"] == {"status": "ok"}
+
+
+@pytest.mark.server
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_healthz_answers_at_once_while_a_hung_database_holds_every_thread(tmp_path):
+    """The project's gunicorn (one worker, 4 threads) on a database that stops answering mid-run.
+
+    Connections are kept and their bytes acknowledged, nothing comes back: every thread
+    waits in a query (or a connect: DB_CONNECT_TIMEOUT is raised so those wait too).
+    """
+    settings_dict = connection.settings_dict
+    with start_tcp_proxy(int(settings_dict["PORT"] or 5432)) as proxy:
+        env = server_env(
+            DATABASE_URL=shared_database_url({**settings_dict, "HOST": "127.0.0.1", "PORT": proxy.port}),
+            REDIS_URL=None,  # the in-process cache: only the database hangs
+            RATE_LIMIT_ENABLED="false",
+            DB_CONNECT_TIMEOUT="120",
+            GUNICORN_WORKERS="1",
+            GUNICORN_THREADS=str(THREADS),
+        )
+        with (
+            start_gunicorn(["-c", "gunicorn.conf.py", "chatsite.wsgi"], env=env, log=tmp_path / "g.log") as server,
+            ThreadPoolExecutor(max_workers=2 * THREADS) as pool,
+            socket.create_connection(("127.0.0.1", server.port), timeout=10) as half_probe,
+        ):
+            assert call(server.port, "GET", "/readyz")[0] == 200  # through the proxy, while it forwards
+            proxy.hang()
+            try:
+                # A token is looked up in the database: each of these holds a thread.
+                held = [
+                    pool.submit(call, server.port, "GET", "/api/chat/sessions", {"Authorization": "Token nope"})
+                    for _ in range(2 * THREADS)
+                ]
+                poll_until(lambda: proxy.held() >= THREADS, timeout=30, what="every thread waiting on the database")
+                with pytest.raises(TimeoutError):  # the pool is full: a plain request waits its turn
+                    call(server.port, "GET", "/not-a-page", timeout=1)
+                # A probe that sends half its head cannot hold the probe's own thread.
+                half_probe.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+
+                poll_until(lambda: healthz_at_once(server.port), timeout=10, what="/healthz answering within 1 s")
+            finally:
+                proxy.resume()
+            assert [future.result(timeout=60)[0] for future in held] == [401] * (2 * THREADS)
