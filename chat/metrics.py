@@ -10,6 +10,7 @@ Labels are bounded: a route is the URL pattern (never the raw path), a status
 is an HTTP code, a scope is a key of RATE_LIMITS, a source is one of SOURCES.
 """
 
+import contextvars
 import os
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
@@ -97,6 +98,16 @@ def observe_guest_poll(returned: int) -> None:
     guest_polls.labels("messages" if returned else "empty").inc()
     if returned:
         guest_poll_messages.inc(returned)
+
+
+# How long the write of the request being served held its session's row lock, in ms
+# (chat.services): its request log line says it (chat.observability), which resets it.
+write_lock_ms: contextvars.ContextVar[float | None] = contextvars.ContextVar("write_lock_ms", default=None)
+
+
+def observe_lock_hold(seconds: float) -> None:
+    """The current request's write held its session's lock for `seconds`."""
+    write_lock_ms.set(round(max(seconds, 0.0) * 1000, 3))
 
 
 def observe_messages_saved(source: str, n: int) -> None:

@@ -61,6 +61,7 @@ class RequestLogMiddleware:
 
     def __call__(self, request):
         started = time.perf_counter()
+        metrics.write_lock_ms.set(None)
         response = self.get_response(request)
         seconds = time.perf_counter() - started
         route = route_of(request)
@@ -77,6 +78,8 @@ class RequestLogMiddleware:
                 "duration_ms": round(seconds * 1000, 2),
                 "user": caller_of(request, route),
                 "rate_limit_scope": getattr(request, "rate_limit_scope", None),
+                # A write: how long it held its session's row lock (chat.services.write_sql).
+                "lock_ms": metrics.write_lock_ms.get(),
             },
         )
         return response

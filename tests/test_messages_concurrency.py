@@ -2,11 +2,13 @@
 
 import threading
 from collections import Counter
+from datetime import UTC, datetime
 
 import pytest
 from django.db import connection, transaction
 
 from chat import services
+from chat.management.commands.recount_usage import drift
 from chat.models import ChatMessage, ChatSession
 from tests.support import ApiClient, poll_until, run_together
 
@@ -36,6 +38,40 @@ def test_many_writers_to_one_session_keep_exact_counters(alice):
     session = ChatSession.objects.get(pk="s1")
     assert session.message_count == 1 + writers * rounds * 2 == ChatMessage.objects.count()
     assert session.total_tokens == 1 + writers * rounds * 5
+
+
+def test_both_engines_writing_one_session_at_once_keep_it_exact(alice):
+    """The one-statement write and the ORM's take the same row lock: mixed, racing,
+    re-saving each other's ids, they leave statistics and usage equal to a recount."""
+    services.messages_save(user=alice, session_id="s1", messages=[{"message_id": "seed", "role": "system"}])
+    writers, rounds = 6, 6
+
+    def work(i: int) -> None:
+        for r in range(rounds):
+            batch = [
+                {"message_id": f"new-{i}-{r}", "role": "user", "content": "q", "total_tokens": 2},
+                # Re-saved by everyone: other tokens, models and times each time.
+                {
+                    "message_id": f"hot-{r % 3}",
+                    "role": "assistant",
+                    "content": f"{i}/{r}",
+                    "total_tokens": i + r,
+                    "model": f"m{i % 2}",
+                    "timestamp": datetime(2025, 1, 1 + r, i, tzinfo=UTC),
+                },
+            ]
+            services.messages_save(user=alice, session_id="s1", messages=batch, sql=(i + r) % 2 == 0)
+
+    results = run_together(writers, work)
+
+    assert results == [None] * writers, results
+    stored = ChatMessage.objects.filter(session_id="s1")
+    session = ChatSession.objects.get(pk="s1")
+    assert session.message_count == stored.count() == 1 + writers * rounds + 3
+    assert session.total_tokens == sum(m.total_tokens or 0 for m in stored)
+    newest = stored.order_by("-timestamp", "-id").first()
+    assert (session.last_message_id, session.last_model) == (newest.pk, newest.model)
+    assert drift([alice.pk]) == []  # the live ledger equals the messages, row by row
 
 
 def test_the_same_id_upserted_in_parallel_is_one_row(alice):

@@ -1,10 +1,12 @@
 """POST /api/chat/messages: saving, upserting, titles, ownership, statistics."""
 
+import json
 from datetime import UTC, datetime
 
 import pytest
+from django.db import connection
 
-from chat.models import ChatMessage, ChatSession
+from chat.models import ChatMessage, ChatSession, UsageDay
 
 URL = "/api/chat/messages"
 
@@ -321,22 +323,37 @@ def test_a_failing_array_saves_nothing(as_alice):
     assert not ChatMessage.objects.exists()
 
 
+@pytest.fixture
+def failing_statistics():
+    """The database refuses every update of a session: the statistics, a write's last step."""
+    if connection.vendor == "postgresql":
+        install = [
+            "CREATE FUNCTION test_disk_full() RETURNS trigger LANGUAGE plpgsql AS "
+            "$$ BEGIN RAISE EXCEPTION 'disk full'; END $$",
+            "CREATE TRIGGER test_disk_full BEFORE UPDATE ON chat_sessions FOR EACH ROW EXECUTE FUNCTION test_disk_full()",
+        ]
+        remove = ["DROP TRIGGER test_disk_full ON chat_sessions", "DROP FUNCTION test_disk_full()"]
+    else:
+        install = [
+            "CREATE TRIGGER test_disk_full BEFORE UPDATE ON chat_sessions BEGIN SELECT RAISE(ABORT, 'disk full'); END"
+        ]
+        remove = ["DROP TRIGGER test_disk_full"]
+    with connection.cursor() as cursor:
+        for statement in install:
+            cursor.execute(statement)
+    yield
+    with connection.cursor() as cursor:
+        for statement in remove:
+            cursor.execute(statement)
+
+
 @pytest.mark.django_db(transaction=True)
-def test_a_database_failure_mid_array_rolls_back_the_whole_request(as_alice, monkeypatch):
-    """The statistics update is the last statement; when it fails, the inserted
-    messages and the new session must be gone too."""
-    from django.db import DatabaseError
-    from django.db.models.query import QuerySet
-
+def test_a_database_failure_mid_array_rolls_back_the_whole_request(as_alice, request):
+    """The statistics update comes after the messages; when the database fails it, the
+    upserted and inserted messages and a new session must be gone too."""
     as_alice.post_json(URL, {"sessionId": "s1", "message": {"id": "old", "role": "user", "content": "kept"}})
-    original_update = QuerySet.update
+    request.getfixturevalue("failing_statistics")
 
-    def failing_update(self, **kwargs):
-        if self.model is ChatSession:
-            raise DatabaseError("disk full")
-        return original_update(self, **kwargs)
-
-    monkeypatch.setattr(QuerySet, "update", failing_update)
     response = as_alice.post_json(
         URL,
         {"sessionId": "s1", "messages": [{"id": "old", "role": "user", "content": "changed"}, {"role": "user"}]},
@@ -349,6 +366,7 @@ def test_a_database_failure_mid_array_rolls_back_the_whole_request(as_alice, mon
     assert new_session.status_code == 500
     assert list(ChatMessage.objects.values_list("message_id", "content")) == [("old", "kept")]
     assert list(ChatSession.objects.values_list("id", "message_count")) == [("s1", 1)]
+    assert list(UsageDay.objects.values_list("messages", flat=True)) == [1]
 
 
 # Statistics
@@ -414,6 +432,45 @@ def test_updated_at_moves_with_every_write(as_alice):
     first = session("s1").updated_at
     as_alice.post_json(URL, {"sessionId": "s1", "message": {"role": "user"}})
     assert session("s1").updated_at > first
+
+
+def test_an_id_stored_in_another_session_is_a_new_message_here(as_alice):
+    first = {"id": "same", "role": "assistant", "content": "in s1", "model": "m", "total_tokens": 5}
+    as_alice.post_json(URL, {"sessionId": "s1", "message": first})
+    again = {**first, "content": "in s2", "total_tokens": 3}
+    assert as_alice.post_json(URL, {"sessionId": "s2", "message": again}).status_code == 201
+
+    assert sorted(ChatMessage.objects.values_list("session_id", "content")) == [("s1", "in s1"), ("s2", "in s2")]
+    assert (session("s1").message_count, session("s1").total_tokens) == (1, 5)
+    assert (session("s2").message_count, session("s2").total_tokens) == (1, 3)
+    [day] = UsageDay.objects.all()
+    assert (day.messages, day.total_tokens) == (2, 8)
+
+
+def test_a_hundred_messages_at_the_body_limit_are_saved_whole_then_replaced_whole(as_alice, settings):
+    """The largest array the API takes: 100 messages in a body just under the limit,
+    saved in order, then sent again (every one an upsert): nothing counted twice."""
+    content = "x" * ((settings.MAX_REQUEST_BODY_BYTES - 20_000) // 100)
+    messages = [
+        {"id": f"m{i:03d}", "role": "user", "content": content, "total_tokens": i, "timestamp": "2025-08-02T12:00:00Z"}
+        for i in range(100)
+    ]
+    body = {"sessionId": "big", "messages": messages}
+    assert settings.MAX_REQUEST_BODY_BYTES - 20_000 < len(json.dumps(body)) < settings.MAX_REQUEST_BODY_BYTES
+
+    assert as_alice.post_json(URL, body).status_code == 201
+    stored = list(ChatMessage.objects.order_by("id").values_list("message_id", flat=True))
+    assert stored == [m["id"] for m in messages]  # ids drawn in request order
+    assert (session("big").message_count, session("big").total_tokens) == (100, sum(range(100)))
+    assert session("big").last_message_preview == "x" * 97 + "..."
+
+    replay = {**body, "messages": [{**m, "total_tokens": 1} for m in messages]}
+    response = as_alice.post_json(URL, replay)
+    assert response.status_code == 201 and response.json()["count"] == 100
+    assert list(ChatMessage.objects.order_by("id").values_list("message_id", flat=True)) == stored
+    assert (session("big").message_count, session("big").total_tokens) == (100, 100)
+    [day] = UsageDay.objects.all()
+    assert (day.messages, day.total_tokens) == (100, 100)
 
 
 def test_unicode_is_stored_and_returned_byte_for_byte(as_alice):

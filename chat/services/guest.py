@@ -1,14 +1,18 @@
 """Guest live chat writes. A guest session has no owner; its session_key is the
-guest's only credential, so a key of an owned session is treated as unknown."""
+guest's only credential, so a key of an owned session is treated as unknown.
+
+The guest send and the staff reply are writes like the API's: prepared without
+the lock, then run by chat.services.messages.session_write (one statement on
+PostgreSQL), which finds the guest session by its key under the lock."""
 
 import uuid
 
-from django.db import transaction
 from django.utils import timezone
 
-from chat.exceptions import Conflict, Forbidden, NotFound
-from chat.models import DEFAULT_TITLE, ChatMessage, ChatSession, Role
-from chat.services.messages import new_message_id, session_messages_write, title_for
+from chat.exceptions import Forbidden
+from chat.models import ChatMessage, ChatSession, Role
+from chat.services.messages import session_write
+from chat.services.writing import SessionWrite, new_message_id, rows_prepare, title_for
 
 # The longest guest message or staff reply, in characters.
 GUEST_MESSAGE_MAX_LENGTH = 2000
@@ -22,59 +26,43 @@ def guest_session_create(*, guest_name: str = "") -> ChatSession:
     )
 
 
-def _guest_session_lock(*, session_key: uuid.UUID) -> ChatSession:
-    """The guest session of `session_key`, its row locked until the transaction ends.
-
-    One statement: PostgreSQL re-checks the WHERE clause on the row it locks, so
-    a session purged or given an owner meanwhile is not returned.
-    """
-    session = ChatSession.objects.select_for_update().filter(session_key=session_key, user__isnull=True).first()
-    if session is None:
-        raise NotFound("Session not found")
-    return session
-
-
-def guest_message_send(*, session_key: uuid.UUID, content: str, message_id: str | None = None) -> ChatMessage:
+def guest_message_send(
+    *, session_key: uuid.UUID, content: str, message_id: str | None = None, sql: bool | None = None
+) -> ChatMessage:
     """Store a guest's message. A retried `message_id` returns the message as first stored.
 
     A retry is the guest's own earlier send: the id of a message of another role
-    (a staff reply) is a Conflict, never an answer with that message.
-    The session's row lock is held from the look-up to the insert, so a retry racing
-    its original finds it, and message ids commit in order (a poller misses none).
+    (a staff reply) is a Conflict, never an answer with that message. The look-up
+    runs under the session's row lock, so a retry racing its original finds it.
+    The first message of an untitled session titles it.
     """
-    with transaction.atomic():
-        session = _guest_session_lock(session_key=session_key)
-        if message_id is not None:
-            stored = ChatMessage.objects.filter(session=session, message_id=message_id).first()
-            if stored is not None and stored.role == Role.USER:
-                return stored
-            if stored is not None:
-                raise Conflict("This id belongs to another message of the session", details={"id": [message_id]})
-        title = None
-        if session.message_count == 0 and session.title == DEFAULT_TITLE:
-            title = title_for(session_title=None, messages=[{"role": Role.USER, "content": content}])
-        [message] = session_messages_write(
-            session=session,
-            messages=[{"message_id": message_id or new_message_id(), "role": Role.USER, "content": content}],
-            title=title,
-            source="guest",
-        )
-        return message
+    messages = [{"message_id": message_id or new_message_id(), "role": Role.USER, "content": content}]
+    write = SessionWrite(
+        prepared=rows_prepare(messages=messages),
+        source="guest",
+        session_key=session_key,
+        first_title=title_for(session_title=None, messages=messages),
+        retry_id=message_id,
+    )
+    [message] = session_write(write, sql=sql)
+    return message
 
 
-def guest_reply_send(*, session_key: uuid.UUID, staff_user, content: str, source: str = "staff") -> ChatMessage:
+def guest_reply_send(
+    *, session_key: uuid.UUID, staff_user, content: str, source: str = "staff", sql: bool | None = None
+) -> ChatMessage:
     """Store a staff member's reply to a guest (role assistant, author set).
 
     `source` says where it was written, for the metrics: "staff" (the API) or "admin".
     """
     if not (staff_user.is_active and staff_user.is_staff):
         raise Forbidden("Only staff can reply to guests")
-    with transaction.atomic():
-        session = _guest_session_lock(session_key=session_key)
-        [message] = session_messages_write(
-            session=session,
-            messages=[{"message_id": new_message_id(), "role": Role.ASSISTANT, "content": content}],
-            author=staff_user,
-            source=source,
-        )
-        return message
+    messages = [{"message_id": new_message_id(), "role": Role.ASSISTANT, "content": content}]
+    write = SessionWrite(
+        prepared=rows_prepare(messages=messages, author=staff_user),
+        source=source,
+        session_key=session_key,
+        author=staff_user,
+    )
+    [message] = session_write(write, sql=sql)
+    return message

@@ -17,7 +17,8 @@ from django.utils import timezone
 
 from chat.exceptions import NotFound
 from chat.models import ChatMessage, ChatSession
-from chat.services.messages import PREVIEW_LENGTH, session_lock, shorten
+from chat.services.messages import session_lock
+from chat.services.writing import PREVIEW_LENGTH, shorten
 
 # What staff may change on a session's admin page; the statistics are the services'.
 STAFF_EDITABLE_FIELDS = ("user", "guest_name", "title")

@@ -1,31 +1,61 @@
-"""Every write to sessions and messages.
+"""Every write of messages, and the locked part of it that the ORM runs.
 
-The API, the admin and the management commands all write through here, so the
-rules that make the data trustworthy live in one place:
+The API, the guest endpoints, the admin and the management commands all write
+through here, so the rules that make the data trustworthy live in one place:
 
 - a write to a session holds that session's row lock for its whole transaction,
   which serialises writers (exact statistics, and message ids that commit in
   order, so a guest poller never skips one);
-- the statistics move in the same transaction, by deltas, at a cost that does not
-  grow with the length of the session.
+- the statistics and the usage ledger move in the same transaction, by deltas,
+  at a cost that does not grow with the length of the session;
+- everything that needs no lock is done before it is taken (chat.services.writing).
+
+`session_write` runs a prepared write on one of two engines with one contract:
+on PostgreSQL one statement (chat.services.write_sql), elsewhere (SQLite, the
+embedded default) the ORM below. tests/test_session_write_paths.py runs the same
+writes through both on PostgreSQL and compares what they leave.
 """
 
-import functools
+import time
 import uuid
-from collections.abc import Sequence
 from typing import Any
 
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from chat import metrics, replica, wakeups
-from chat.exceptions import ApiError, Forbidden, NotFound
-from chat.models import DEFAULT_TITLE, ChatMessage, ChatSession, Role
+from chat import metrics
+from chat.exceptions import Conflict, Forbidden, NotFound
+from chat.models import ChatMessage, ChatSession, Role
 from chat.services.usage import USAGE_FIELDS, usage_record, usage_retire_sessions
+from chat.services.write_sql import write_sql
+from chat.services.writing import (
+    PREVIEW_LENGTH,
+    TITLE_LENGTH,
+    PreparedRows,
+    SessionWrite,
+    after_write,
+    new_message_id,
+    rows_prepare,
+    shorten,
+    title_for,
+)
 
-TITLE_LENGTH = 50
-PREVIEW_LENGTH = 100
+__all__ = [
+    "PREVIEW_LENGTH",
+    "TITLE_LENGTH",
+    "guest_session_lock",
+    "last_message_fields",
+    "messages_save",
+    "new_message_id",
+    "session_delete",
+    "session_lock",
+    "session_lock_or_create",
+    "session_messages_write",
+    "session_write",
+    "shorten",
+    "title_for",
+]
 
 # Every column a re-saved message replaces (last write wins). `created_at` and the
 # integer `id` (the polling cursor) stay as first stored.
@@ -52,42 +82,34 @@ UPSERT_FIELDS = [
 ]
 
 
-def shorten(text: str, limit: int) -> str:
-    """Collapse whitespace runs; cut to `limit` characters ending in `...`."""
-    collapsed = " ".join(text.split())
-    if len(collapsed) <= limit:
-        return collapsed
-    return collapsed[: limit - 3].rstrip() + "..."
+def last_message_fields(newest: ChatMessage | None, *, preview: str | None = None) -> dict[str, Any]:
+    """A session's "last" statistics from its newest message (None: it has none).
 
-
-def title_for(*, session_title: str | None, messages: Sequence[dict[str, Any]]) -> str:
-    """The title of a new session: explicit, else the first user message, else the default."""
-    if session_title and session_title.strip():
-        return session_title.strip()
-    first_user = next((m for m in messages if m["role"] == Role.USER), None)
-    if first_user is not None:
-        return shorten(first_user.get("content") or "", TITLE_LENGTH) or DEFAULT_TITLE
-    return DEFAULT_TITLE
-
-
-def last_message_fields(newest: ChatMessage | None) -> dict[str, Any]:
-    """A session's "last" statistics from its newest message (None: it has none)."""
+    `preview`: the newest message's preview, when it was made before the lock.
+    """
+    if newest is not None and preview is None:
+        preview = shorten(newest.content, PREVIEW_LENGTH)
     return {
         "last_model": newest.model if newest else None,
-        "last_message_preview": shorten(newest.content, PREVIEW_LENGTH) if newest else None,
+        "last_message_preview": preview,
         "last_message_timestamp": newest.timestamp if newest else None,
         "last_message_id": newest.pk if newest else None,
         "last_role": newest.role if newest else None,
     }
 
 
-def new_message_id() -> str:
-    return f"msg_{uuid.uuid4().hex}"
-
-
 def session_lock(*, session_id: str) -> ChatSession | None:
     """The session, its row locked until the transaction ends; None if unknown."""
     return ChatSession.objects.select_for_update().filter(pk=session_id).first()
+
+
+def guest_session_lock(*, session_key: uuid.UUID) -> ChatSession | None:
+    """The guest session of `session_key`, its row locked until the transaction ends; None if unknown.
+
+    One statement: PostgreSQL re-checks the WHERE clause on the row it locks, so
+    a session purged or given an owner meanwhile is not returned.
+    """
+    return ChatSession.objects.select_for_update().filter(session_key=session_key, user__isnull=True).first()
 
 
 def session_lock_or_create(*, session_id: str, user, title: str) -> tuple[ChatSession, bool]:
@@ -115,26 +137,22 @@ def session_lock_or_create(*, session_id: str, user, title: str) -> tuple[ChatSe
 def session_messages_write(
     *,
     session: ChatSession,
-    messages: Sequence[dict[str, Any]],
+    prepared: PreparedRows,
     source: str,
     title: str | None = None,
-    author=None,
     new_session: bool = False,
 ) -> list[ChatMessage]:
-    """Upsert `messages` into `session` and move its statistics.
+    """The ORM's locked part: upsert the prepared rows into `session` and move its statistics.
 
     The caller holds the session's row lock in the current transaction. A message
     whose id exists in the session replaces it; a missing timestamp keeps the
-    stored one (or is the receipt time for a new message). Two messages with one
-    id in `messages` are refused (one statement cannot upsert a row twice).
+    stored one (or is the receipt time for a new message).
     `new_session`: this transaction made the session, so nothing is stored in it yet.
 
     The time is read here, under the lock: read before waiting for it, a writer
     that waited would set an `updated_at` older than the one it waited for.
     """
-    ids = [m["message_id"] for m in messages]
-    if len(ids) != len(set(ids)):
-        raise ApiError(details={"messages": ["Two messages share one `id`."]})
+    rows = prepared.rows
     now = timezone.now()
     # Asked whatever message_count says (a statistic, not the truth); skipped only
     # for a session this transaction made, which no one else can see yet.
@@ -142,27 +160,16 @@ def session_messages_write(
     if not new_session:
         existing = {
             m.message_id: m
-            for m in ChatMessage.objects.filter(session=session, message_id__in=ids).only(
+            for m in ChatMessage.objects.filter(session=session, message_id__in=[r.message_id for r in rows]).only(
                 "id", "message_id", "timestamp", *USAGE_FIELDS
             )
         }
-
-    rows = []
-    for fields in messages:
-        previous = existing.get(fields["message_id"])
-        timestamp = fields.get("timestamp") or (previous.timestamp if previous else now)
-        rows.append(
-            ChatMessage(
-                session=session,
-                author=author,
-                created_at=now,
-                **{
-                    **fields,
-                    "timestamp": timestamp,
-                    "error": bool(fields.get("error")) or fields.get("error_message") is not None,
-                },
-            )
-        )
+    for row in rows:
+        row.session = session
+        row.created_at = now
+        if row.timestamp is None:
+            previous = existing.get(row.message_id)
+            row.timestamp = previous.timestamp if previous else now
     ChatMessage.objects.bulk_create(
         rows,
         update_conflicts=True,
@@ -170,16 +177,18 @@ def session_messages_write(
         update_fields=UPSERT_FIELDS,
     )
 
+    last: dict[str, Any] | None
     if existing:
         # A replaced message may have been the newest and moved back in time:
         # ask the (session, timestamp, id) index, one row.
-        newest = ChatMessage.objects.filter(session=session).order_by("-timestamp", "-id").first()
+        last = last_message_fields(ChatMessage.objects.filter(session=session).order_by("-timestamp", "-id").first())
     else:
         # Only inserts: their ids are larger than every stored one, so on equal
         # timestamps the new message is the newer.
-        newest = max(rows, key=lambda m: (m.timestamp, m.pk))
-        if session.last_message_timestamp and newest.timestamp < session.last_message_timestamp:
-            newest = None
+        at = max(range(len(rows)), key=lambda i: (rows[i].timestamp, rows[i].pk))
+        last = last_message_fields(rows[at], preview=prepared.previews[at])
+        if session.last_message_timestamp and rows[at].timestamp < session.last_message_timestamp:
+            last = None
 
     stats: dict[str, Any] = {
         "message_count": F("message_count") + (len(rows) - len(existing)),
@@ -188,47 +197,82 @@ def session_messages_write(
         - sum(m.total_tokens or 0 for m in existing.values()),
         "updated_at": now,
     }
-    if newest is not None:
-        stats.update(last_message_fields(newest))
+    if last is not None:
+        stats.update(last)
     if title is not None:
         stats["title"] = title
     ChatSession.objects.filter(pk=session.pk).update(**stats)
     usage_record(user_id=session.user_id, saved=rows, replaced=existing.values())
-    # Counted once the transaction commits: a rolled-back save saved nothing.
-    transaction.on_commit(functools.partial(metrics.observe_messages_saved, source, len(rows)))
-    if session.user_id is None:
-        # Guest sessions have waiters (chat.live): wake them once this commits, after
-        # marking the write for the read replica, so that what they read has it.
-        replica.note_write_on_commit([replica.guest_caller(session.session_key)])
-        wakeups.publish_on_commit(session_key=session.session_key)
+    after_write(source=source, saved=len(rows), guest_key=session.session_key if session.user_id is None else None)
     return rows
+
+
+def write_orm(write: SessionWrite) -> list[ChatMessage]:
+    """Run `write` with the ORM, in one transaction: the contract of chat.services.write_sql."""
+    with transaction.atomic():
+        if write.session_key is not None:
+            session, created = guest_session_lock(session_key=write.session_key), False
+            if session is None:
+                raise NotFound("Session not found")
+        else:
+            session, created = session_lock_or_create(
+                session_id=write.session_id, user=write.user, title=write.new_title
+            )
+            if session.user_id != write.user.pk:
+                raise Forbidden("This session belongs to someone else")
+        locked = time.perf_counter()
+        if write.retry_id is not None:
+            stored = ChatMessage.objects.filter(session=session, message_id=write.retry_id).first()
+            if stored is not None and stored.role == Role.USER:
+                return [stored]
+            if stored is not None:
+                raise Conflict("This id belongs to another message of the session", details={"id": [write.retry_id]})
+        rows = session_messages_write(
+            session=session,
+            prepared=write.prepared,
+            source=write.source,
+            title=write.title_to_set(current=session.title, message_count=session.message_count),
+            new_session=created,
+        )
+        transaction.on_commit(lambda: metrics.observe_lock_hold(time.perf_counter() - locked))
+        return rows
+
+
+def session_write(write: SessionWrite, *, sql: bool | None = None) -> list[ChatMessage]:
+    """Run a prepared write: one statement on PostgreSQL, the ORM elsewhere (`sql` forces either).
+
+    Returns the stored messages in request order; a guest's retry returns its
+    message as first stored. Raises NotFound (a guest key), Forbidden (another's
+    session) or Conflict (a guest id of another role's message), nothing written.
+    """
+    if sql is None:
+        sql = connection.vendor == "postgresql"
+    return write_sql(write) if sql else write_orm(write)
 
 
 def messages_save(
     *,
     user,
     session_id: str,
-    messages: Sequence[dict[str, Any]],
+    messages: list[dict[str, Any]],
     session_title: str | None = None,
+    sql: bool | None = None,
 ) -> list[ChatMessage]:
     """Save a user's messages to their session, creating it if it is new.
 
-    All or nothing: one transaction. Another user's session (or a guest's) is
-    refused before anything is written.
+    All or nothing. Another user's session (or a guest's) is refused before
+    anything is written.
     """
-    messages = [m if m.get("message_id") else {**m, "message_id": new_message_id()} for m in messages]
-    with transaction.atomic():
-        session, created = session_lock_or_create(
-            session_id=session_id, user=user, title=title_for(session_title=session_title, messages=messages)
-        )
-        if session.user_id != user.pk:
-            raise Forbidden("This session belongs to someone else")
-        new_title = None
-        if session_title and session_title.strip() and session_title.strip() != session.title:
-            new_title = session_title.strip()
-        return session_messages_write(
-            session=session, messages=messages, title=new_title, source="api", new_session=created
-        )
+    title = session_title.strip() if session_title and session_title.strip() else None
+    write = SessionWrite(
+        prepared=rows_prepare(messages=messages),
+        source="api",
+        session_id=session_id,
+        user=user,
+        new_title=title_for(session_title=session_title, messages=messages),
+        title=title,
+    )
+    return session_write(write, sql=sql)
 
 
 def session_delete(*, user, session_id: str) -> None:

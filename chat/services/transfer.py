@@ -16,6 +16,7 @@ from chat.exceptions import ApiError, Forbidden
 from chat.models import DEFAULT_TITLE, ChatSession
 from chat.services.messages import session_lock, session_lock_or_create, session_messages_write
 from chat.services.usage import usage_deferred, usage_retire_sessions
+from chat.services.writing import rows_prepare
 
 # Messages written per call of session_messages_write.
 IMPORT_BATCH = 500
@@ -69,7 +70,7 @@ def sessions_import(*, user, records: Iterable[SessionRecord | MessageRecord], p
         if pending.messages:
             # Read afresh: the previous batch moved its statistics.
             session = session_lock(session_id=pending.session_id)
-            session_messages_write(session=session, messages=pending.messages, source="import")
+            session_messages_write(session=session, prepared=rows_prepare(messages=pending.messages), source="import")
             pending.messages = []
 
     with transaction.atomic(), usage_deferred():
