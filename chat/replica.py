@@ -84,7 +84,12 @@ def replica_configured() -> bool:
 
 
 def user_caller(user) -> str:
-    return f"u:{user.pk}"
+    return owner_caller(user.pk)
+
+
+def owner_caller(user_id: int) -> str:
+    """The caller whose writes a read of user `user_id`'s own data must see (the user's mark)."""
+    return f"u:{user_id}"
 
 
 def guest_caller(session_key) -> str:

@@ -116,6 +116,54 @@ def test_the_session_list_shows_a_new_session_at_once(app, pair):
     assert on_replica(pair, "SELECT 1 FROM chat_sessions WHERE id = %s", (session_id,)) == []
 
 
+def test_search_usage_and_export_show_the_callers_own_write_at_once_then_read_the_replica(app, pair):
+    port, token = app
+    auth = {"Authorization": f"Bearer {token}"}
+    word = "zq" + secrets.token_hex(6)  # in no other message
+    model = "replica-model-" + secrets.token_hex(4)
+    message_id = "m-" + secrets.token_hex(4)
+    message = {
+        "id": message_id,
+        "role": "assistant",
+        "content": f"the {word} answer",
+        "model": model,
+        "total_tokens": 7,
+    }
+    status, _ = post_json(port, "/api/chat/messages", {"sessionId": "replica-data", "message": message}, auth)
+    assert status == 201
+
+    def read_all() -> dict[str, object]:
+        status, found = get_json(port, f"/api/chat/search?q={word}", auth)
+        assert status == 200, found
+        status, usage = get_json(port, "/api/chat/usage", auth)
+        assert status == 200, usage
+        status, _, exported = call(port, "GET", "/api/chat/export", auth)
+        assert status == 200
+        return {
+            "search": [r["message"]["id"] for r in found["results"]],
+            "usage": [(d["model"], d["messages"], d["total_tokens"]) for d in usage["days"] if d["model"] == model],
+            "export": [
+                line["id"]
+                for line in map(json.loads, exported.splitlines())
+                if line["type"] == "message" and line["session_id"] == "replica-data"
+            ],
+        }
+
+    expected = {"search": [message_id], "usage": [(model, 1, 7)], "export": [message_id]}
+    assert read_all() == expected  # the caller's own write, though the replica does not have it yet
+    assert on_replica(pair, "SELECT 1 FROM chat_messages WHERE message_id = %s", (message_id,)) == []
+
+    # Once the replica has replayed the write, the three reads are served there.
+    poll_until(
+        lambda: on_replica(pair, "SELECT 1 FROM chat_messages WHERE message_id = %s", (message_id,)),
+        timeout=15,
+        what="replay",
+    )
+    reads_before = metric(port, "chat_replica_reads_total", METRICS_TOKEN)
+    assert read_all() == expected
+    assert metric(port, "chat_replica_reads_total", METRICS_TOKEN) >= reads_before + 3
+
+
 def test_a_stopped_replica_sends_reads_to_the_primary_and_is_used_again_when_back(app, pair):
     port, _ = app
     status, created = post_json(port, GUEST_SESSIONS, {})

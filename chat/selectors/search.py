@@ -18,8 +18,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
-from django.db import connection
+from django.db import connection, connections
 
+from chat import replica
 from chat.exceptions import ApiError
 from chat.models import ChatMessage
 from chat.selectors.messages import MESSAGE_FIELDS, message_to_wire
@@ -98,7 +99,7 @@ def snippet(content: str, words: list[str]) -> tuple[str, list[list[int]]]:
 # ----------------------------------------------------------------------------- the two engines
 
 
-def _postgresql_hits(user_id: int, q: str, after, limit: int) -> list[tuple[float, datetime, int]]:
+def _postgresql_hits(alias: str, user_id: int, q: str, after, limit: int) -> list[tuple[float, datetime, int]]:
     """(rank, timestamp, id) of the page, best first, from the GIN index on the documents.
 
     The index is asked for the owner's lexeme AND the words (one condition the
@@ -121,7 +122,7 @@ def _postgresql_hits(user_id: int, q: str, after, limit: int) -> list[tuple[floa
         ORDER BY rank DESC, "timestamp" DESC, message_id DESC
         LIMIT %s
     """  # noqa: S608 (constants and placeholders only)
-    with connection.cursor() as cursor:
+    with connections[alias].cursor() as cursor:
         cursor.execute(sql, [*params, limit])
         return [(float(rank), ts, pk) for rank, ts, pk in cursor.fetchall()]
 
@@ -166,23 +167,34 @@ def _sqlite_hits(user_id: int, q: str, words: list[str], after, limit: int) -> l
 
 
 def message_search(*, user_id: int, q: str, limit: int, cursor: str | None = None) -> dict[str, Any]:
-    """A page of the user's messages matching every word of `q`, best first, then newest."""
+    """A page of the user's messages matching every word of `q`, best first, then newest.
+
+    A read that may lag: from the read replica when there is one and it has the
+    user's own last write (chat.replica); the hits and their messages are read
+    from the same database.
+    """
     after = decode_cursor(cursor) if cursor is not None else None
     words = query_words(q)
     if not words:
         return {"results": [], "next": None}
-    if connection.vendor == "postgresql":
-        hits = _postgresql_hits(user_id, q, after, limit + 1)
-    else:
-        hits = _sqlite_hits(user_id, q, words, after, limit + 1)
+
+    def page(alias: str) -> tuple[list[tuple[float, datetime, int]], dict[int, ChatMessage]]:
+        if connection.vendor == "postgresql":
+            hits = _postgresql_hits(alias, user_id, q, after, limit + 1)
+        else:
+            hits = _sqlite_hits(user_id, q, words, after, limit + 1)
+        messages = {
+            m.pk: m
+            for m in ChatMessage.objects.using(alias)
+            .filter(pk__in=[pk for _, _, pk in hits[:limit]], session__user_id=user_id)
+            .select_related("session")
+            .only(*MESSAGE_FIELDS.values(), "extra", "session__title", "session__user_id")
+        }
+        return hits, messages
+
+    hits, messages = replica.read(caller=replica.owner_caller(user_id), run=page)
     more = len(hits) > limit
     hits = hits[:limit]
-    messages = {
-        m.pk: m
-        for m in ChatMessage.objects.filter(pk__in=[pk for _, _, pk in hits], session__user_id=user_id)
-        .select_related("session")
-        .only(*MESSAGE_FIELDS.values(), "extra", "session__title", "session__user_id")
-    }
     results = []
     for _, _, pk in hits:
         message = messages.get(pk)

@@ -1,7 +1,9 @@
 """A user's whole history as NDJSON, streamed (the export of API.md)."""
 
+import itertools
 from collections.abc import Iterator
 
+from chat import replica
 from chat.json import dumps
 from chat.models import ChatSession
 from chat.selectors.messages import MESSAGE_FIELDS, with_extra
@@ -20,20 +22,36 @@ def user_export(*, user_id: int) -> Iterator[bytes]:
 
     One query (sessions LEFT JOIN messages, so an empty session is a row of
     NULLs): one snapshot, read through a server-side cursor CHUNK_ROWS at a
-    time, so memory stays flat whatever the history's size.
+    time, so memory stays flat whatever the history's size. A read that may
+    lag: from the read replica when there is one and it has the user's own last
+    write (chat.replica). The query runs here, before the first byte is
+    streamed, so a replica that fails it is replaced by the primary at once.
     """
-    rows = (
-        ChatSession.objects.filter(user_id=user_id)
-        .order_by("created_at", "id", "messages__timestamp", "messages__id")
-        .values_list(*SESSION_COLUMNS, *_MESSAGE_COLUMNS, "messages__extra")
-        .iterator(chunk_size=CHUNK_ROWS)
-    )
+
+    def start(alias: str) -> tuple[tuple | None, Iterator[tuple]]:
+        rows = (
+            ChatSession.objects.using(alias)
+            .filter(user_id=user_id)
+            .order_by("created_at", "id", "messages__timestamp", "messages__id")
+            .values_list(*SESSION_COLUMNS, *_MESSAGE_COLUMNS, "messages__extra")
+            .iterator(chunk_size=CHUNK_ROWS)
+        )
+        return next(rows, None), rows
+
+    first, rest = replica.read(caller=replica.owner_caller(user_id), run=start)
+    return _lines(first, rest)
+
+
+def _lines(first: tuple | None, rest: Iterator[tuple]) -> Iterator[bytes]:
+    """The export's lines of the rows `first` and `rest`, WRITE_BYTES at a time."""
+    if first is None:
+        return
     keys = tuple(MESSAGE_FIELDS)
     n = len(SESSION_COLUMNS)
     buffer: list[bytes] = []
     size = 0
     current = None
-    for row in rows:
+    for row in itertools.chain((first,), rest):
         lines = []
         if row[0] != current:
             current = row[0]

@@ -5,6 +5,7 @@ from typing import Any
 
 from django.db import connection
 
+from chat import replica
 from chat.selectors.messages import fetch_sql
 
 FIGURES = ("messages", "input_tokens", "output_tokens", "total_tokens", "errors")
@@ -22,11 +23,15 @@ def user_usage(*, user_id: int, start: date, end: date) -> dict[str, Any]:
     """Usage from `start` to `end` (inclusive): totals and a row per day and model.
 
     Reads the ledger only, through its (user, day, model, live) key: the cost
-    grows with the days and models in the range, never with the messages.
+    grows with the days and models in the range, never with the messages. A
+    read that may lag: from the read replica when there is one and it has the
+    user's own last write (chat.replica).
     """
     params = [user_id, connection.ops.adapt_datefield_value(start), connection.ops.adapt_datefield_value(end)]
     if connection.vendor == "postgresql":
-        rows = fetch_sql(USAGE_SQL, params)
+        rows = replica.read(
+            caller=replica.owner_caller(user_id), run=lambda alias: fetch_sql(USAGE_SQL, params, using=alias)
+        )
     else:
         with connection.cursor() as cursor:
             cursor.execute(USAGE_SQL, params)
