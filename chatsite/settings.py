@@ -249,6 +249,13 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = MAX_REQUEST_BODY_BYTES
 MAX_REQUEST_BODY_BYTES_BY_PATH = {
     "/api/chat/import": env_int("MAX_IMPORT_BODY_BYTES", 32 * 1024 * 1024),
 }
+# What one POST /api/chat/import may hold besides its bytes, so that the largest
+# import ends well inside gunicorn's 30 s worker timeout and the proxy's 60 s: a
+# session line costs ~2 ms and a message ~0.5 ms on one core of the benchmark
+# machine, and 32 MiB of small lines would be ~400,000 of them (minutes). A bigger
+# history is imported in parts, or by staff with `manage.py import_sessions` (no limits).
+IMPORT_MAX_SESSIONS = env_int("IMPORT_MAX_SESSIONS", 500)  # sessions in one import
+IMPORT_MAX_MESSAGES = env_int("IMPORT_MAX_MESSAGES", 10_000)  # messages in one import
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [

@@ -1,7 +1,10 @@
 """Export, import and erase of a user's data: NDJSON out, the same back in, everything gone."""
 
+import io
+
 import orjson
 import pytest
+from django.core.management import call_command
 from django.http import StreamingHttpResponse
 
 from chat.models import ChatMessage, ChatSession, UsageDay
@@ -259,6 +262,49 @@ def test_import_takes_more_than_the_default_body_limit(as_alice, settings):
     assert import_(as_alice, head + messages + messages[: 1024 * 1024]).status_code == 413
     big = {"sessionId": "s2", "message": {"role": "user", "content": "x" * (1024 * 1024)}}
     assert as_alice.post_json(MESSAGES, big).status_code == 413  # other paths keep 1 MiB
+
+
+def session_line(session_id: str) -> bytes:
+    return orjson.dumps(
+        {
+            "type": "session",
+            "id": session_id,
+            "title": "",
+            "created_at": "2025-01-01T00:00:00Z",
+            "updated_at": "2025-01-01T00:00:00Z",
+        }
+    )
+
+
+def message_line(session_id: str, message_id: str) -> bytes:
+    return orjson.dumps({"type": "message", "session_id": session_id, "id": message_id, "role": "user"})
+
+
+def test_an_import_takes_at_most_its_sessions_and_messages_and_the_one_past_is_named(as_alice, settings):
+    settings.IMPORT_MAX_SESSIONS = 2
+    settings.IMPORT_MAX_MESSAGES = 3
+    at_limit = [session_line("s1"), message_line("s1", "a"), message_line("s1", "b"), session_line("s2")]
+    at_limit.append(message_line("s2", "c"))
+    assert import_(as_alice, b"\n".join(at_limit)).json() == {"sessions": 2, "messages": 3}
+    as_alice.delete(SESSIONS + "?confirm=all")
+
+    for extra, what in [(session_line("s3"), "2 sessions"), (message_line("s2", "d"), "3 messages")]:
+        response = import_(as_alice, b"\n".join([*at_limit, extra]))
+        assert response.status_code == 400, response.content
+        assert response.json()["error"]["details"]["line"] == 6
+        assert response.json()["message"] == f"Line 6: an import takes at most {what}: import the rest in another"
+        assert not ChatSession.objects.exists()  # nothing of the lines before it either
+
+
+def test_the_import_command_has_no_line_limits(as_alice, alice, settings, tmp_path):
+    settings.IMPORT_MAX_SESSIONS = settings.IMPORT_MAX_MESSAGES = 1
+    path = tmp_path / "chats.ndjson"
+    path.write_bytes(
+        b"\n".join([session_line("s1"), message_line("s1", "a"), message_line("s1", "b"), session_line("s2")])
+    )
+    call_command("import_sessions", str(path), "--user", alice.username, stdout=io.StringIO())
+    assert ChatSession.objects.filter(user=alice).count() == 2
+    assert ChatMessage.objects.filter(session__user=alice).count() == 2
 
 
 def test_import_is_ndjson_only(as_alice):

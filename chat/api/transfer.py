@@ -7,6 +7,7 @@ the import_sessions command alike; the writing is chat.services.sessions_import.
 from collections.abc import Iterable, Iterator
 
 import orjson
+from django.conf import settings
 from django.http import StreamingHttpResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiExample, OpenApiResponse, extend_schema, inline_serializer
@@ -127,10 +128,16 @@ class ChatImportApi(ApiView):
                 '"updated_at": "2025-01-01T00:00:00Z"}\n',
             )
         ],
-        description="Up to 32 MiB. Everything or nothing: a bad line is a 400 naming it "
-        "(`details.line`), a session of another user a 403. Importing an export twice changes nothing.",
+        description="Up to 32 MiB, 500 sessions and 10,000 messages (IMPORT_MAX_SESSIONS, "
+        "IMPORT_MAX_MESSAGES). Everything or nothing: a bad line, or the first one past a limit, is a 400 "
+        "naming it (`details.line`), a session of another user a 403. Importing an export twice changes nothing.",
     )
     def post(self, request):
         body = request.data if isinstance(request.data, bytes) else b""
-        counts = services.sessions_import(user=request.user, records=records_from_lines(body.split(b"\n")))
+        counts = services.sessions_import(
+            user=request.user,
+            records=records_from_lines(body.split(b"\n")),
+            max_sessions=settings.IMPORT_MAX_SESSIONS,
+            max_messages=settings.IMPORT_MAX_MESSAGES,
+        )
         return Response(counts)

@@ -51,14 +51,26 @@ class _Pending:
     messages: list[dict[str, Any]] = field(default_factory=list)
 
 
-def sessions_import(*, user, records: Iterable[SessionRecord | MessageRecord], progress=None) -> dict[str, int]:
+def too_many(limit: int, what: str) -> str:
+    return f"an import takes at most {limit:,} {what}: import the rest in another"
+
+
+def sessions_import(
+    *,
+    user,
+    records: Iterable[SessionRecord | MessageRecord],
+    progress=None,
+    max_sessions: int | None = None,
+    max_messages: int | None = None,
+) -> dict[str, int]:
     """Import sessions and their messages for `user`, all or nothing; returns the counts.
 
     Sessions upsert by id (an existing session of the user keeps its other
     messages and takes the record's title and times), messages upsert by id
     within their session, so importing the same export twice changes nothing.
     A session of someone else (or a guest's) is refused (403); a bad record
-    (raised by `records` as ImportLineError) refuses everything (400).
+    (raised by `records` as ImportLineError) refuses everything (400), and so
+    does the first session or message past `max_sessions` or `max_messages`.
     `progress(n)` is called with the number of lines taken, if given.
     """
     imported: dict[str, SessionRecord] = {}
@@ -78,6 +90,8 @@ def sessions_import(*, user, records: Iterable[SessionRecord | MessageRecord], p
             if isinstance(record, SessionRecord):
                 if record.id in imported:
                     raise ImportLineError(record.line, f"session {record.id!r} appears twice")
+                if max_sessions is not None and len(imported) >= max_sessions:
+                    raise ImportLineError(record.line, too_many(max_sessions, "sessions"))
                 flush()
                 session, _ = session_lock_or_create(session_id=record.id, user=user, title=record.title)
                 if session.user_id != user.pk:
@@ -90,6 +104,8 @@ def sessions_import(*, user, records: Iterable[SessionRecord | MessageRecord], p
                 if key in seen:
                     raise ImportLineError(record.line, f"message {key[1]!r} appears twice in session {key[0]!r}")
                 seen.add(key)
+                if max_messages is not None and messages >= max_messages:
+                    raise ImportLineError(record.line, too_many(max_messages, "messages"))
                 if record.session_id != pending.session_id or len(pending.messages) >= IMPORT_BATCH:
                     flush()
                     pending.session_id = record.session_id
