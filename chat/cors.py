@@ -13,6 +13,7 @@ process) calls it directly, with `is_preflight`, so every answer agrees:
 - any other origin gets no Access-Control-* header; credentials are never allowed.
 """
 
+import functools
 import re
 from collections.abc import Mapping
 from urllib.parse import urlsplit
@@ -32,9 +33,14 @@ def is_preflight(method: str, headers: Mapping[str, str]) -> bool:
     return method == "OPTIONS" and any(name.lower() == "access-control-request-method" for name in headers)
 
 
+@functools.lru_cache(maxsize=8)
+def _urls_pattern(regex: str) -> re.Pattern[str]:
+    return re.compile(regex)
+
+
 def cors_enabled(path: str) -> bool:
     """Whether CORS applies to `path` at all (CORS_URLS_REGEX; every path by default)."""
-    return bool(re.match(conf.CORS_URLS_REGEX, path))
+    return _urls_pattern(conf.CORS_URLS_REGEX).match(path) is not None
 
 
 def allowed_origin(origin: str | None, path: str) -> str | None:
@@ -92,10 +98,21 @@ class CorsMiddleware(BaseCorsMiddleware):
         return cors_enabled(request.path_info)
 
     def add_response_headers(self, request, response):
-        if not cors_enabled(request.path_info):
+        # Every request passes here (bare views included), so it does no more than it must:
+        # whether CORS applies was decided on the way in (check_preflight), and the Origin is
+        # read from META rather than request.headers (which would copy every header first).
+        enabled = getattr(request, "_cors_enabled", None)
+        if enabled is None:
+            enabled = cors_enabled(request.path_info)
+        if not enabled:
             return response
-        patch_vary_headers(response, ("origin",))
-        headers = cors_headers(origin=request.headers.get("origin"), path=request.path_info, method=request.method)
-        for name, value in headers.items():
+        if response.has_header("Vary"):
+            patch_vary_headers(response, ("origin",))
+        else:
+            response.headers["Vary"] = "origin"  # what patch_vary_headers writes when there is none
+        origin = request.META.get("HTTP_ORIGIN")
+        if not origin:
+            return response
+        for name, value in cors_headers(origin=origin, path=request.path_info, method=request.method).items():
             response[name] = value
         return response
