@@ -176,6 +176,11 @@ if DATABASE_REPLICA_URL:
     # Tests read the replica alias from the test database itself.
     DATABASES["replica"]["TEST"] = {"MIRROR": "default"}
 DATABASE_ROUTERS = ["chat.replica.PrimaryRouter"]
+# Django's PostgreSQL backend with a health check that costs no round trip while a
+# kept connection is sound (chat.postgresql: `SELECT 1` only when the server may have dropped it).
+for _alias in DATABASES.values():
+    if _alias["ENGINE"] == "django.db.backends.postgresql":
+        _alias["ENGINE"] = "chat.postgresql"
 # A replica further behind than this is skipped; checked at most this often per process.
 REPLICA_MAX_LAG_SECONDS = float(env_str("REPLICA_MAX_LAG_SECONDS", "5"))
 REPLICA_CHECK_SECONDS = float(env_str("REPLICA_CHECK_SECONDS", "1"))

@@ -1,8 +1,9 @@
 """Outages: an unreachable database is a 503 envelope, and a transaction killed
 mid-request leaves nothing half-written."""
 
+import psycopg
 import pytest
-from django.db import InterfaceError, OperationalError, connection
+from django.db import InterfaceError, OperationalError, close_old_connections, connection
 
 from chat import services
 from chat.models import ChatMessage, ChatSession, UsageDay
@@ -132,3 +133,49 @@ def test_a_service_write_killed_mid_write_stores_nothing_and_the_next_one_works(
     unpause()
     services.messages_save(user=alice, session_id="s1", messages=array, sql=sql)
     assert ChatSession.objects.get(pk="s1").message_count == 6
+
+
+def admin_connection():
+    """A connection of its own to the test database, outside Django's."""
+    params = connection.get_connection_params()
+    return psycopg.connect(**{k: v for k, v in params.items() if k != "cursor_factory"}, autocommit=True)
+
+
+def last_query_of(admin, pid: int) -> str:
+    return admin.execute("SELECT query FROM pg_stat_activity WHERE pid = %s", [pid]).fetchone()[0]
+
+
+@pytest.mark.postgres
+def test_a_kept_connection_the_server_dropped_is_replaced_before_the_next_request(as_alice):
+    """chat.postgresql: the server's goodbye makes the health check look closer, and reconnect."""
+    assert as_alice.get(URL, {"session_id": "s1"}).status_code == 404
+    pid = connection.connection.info.backend_pid
+    with admin_connection() as admin:
+        admin.execute("SELECT pg_terminate_backend(%s)", [pid])
+        poll_until(
+            lambda: not admin.execute("SELECT 1 FROM pg_stat_activity WHERE pid = %s", [pid]).fetchone(),
+            timeout=10,
+            what="the backend's exit",
+        )
+    close_old_connections()  # what Django runs when a request starts: the next query is health-checked
+    assert as_alice.get(URL, {"session_id": "s1"}).status_code == 404
+    assert connection.connection.info.backend_pid != pid
+
+
+@pytest.mark.postgres
+def test_a_sound_kept_connection_is_health_checked_without_a_query(as_alice):
+    assert as_alice.get(URL, {"session_id": "s1"}).status_code == 404
+    pid = connection.connection.info.backend_pid
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT 'the last query'")
+    with admin_connection() as admin:
+        close_old_connections()
+        connection.close_if_health_check_failed()  # what the next request's first query runs first
+        assert connection.health_check_done
+        assert connection.connection.info.backend_pid == pid
+        assert last_query_of(admin, pid) == "SELECT 'the last query'"  # no SELECT 1 was sent
+        # A connection left inside a transaction is asked the old way.
+        connection.connection.execute("BEGIN")
+        assert connection.is_usable()
+        assert last_query_of(admin, pid) == "SELECT 1"
+        connection.connection.execute("ROLLBACK")
