@@ -142,3 +142,23 @@ def test_delete_of_unknown_or_malformed_id_is_not_found(as_alice):
 
 def test_delete_needs_credentials(anon):
     assert anon.delete(f"{URL}/s1").status_code == 401
+
+
+@pytest.mark.parametrize(
+    ("accept", "query", "status", "content_type"),
+    [
+        (None, {}, 200, "application/json"),
+        ("*/*", {}, 200, "application/json"),
+        ("application/json", {}, 200, "application/json"),
+        ("text/html", {}, 200, "text/html; charset=utf-8"),
+        ("*/*", {"format": "api"}, 200, "text/html; charset=utf-8"),
+        (None, {"format": "json"}, 200, "application/json"),
+        ("application/xml", {}, 406, "application/json"),
+    ],
+)
+def test_the_answer_is_json_unless_the_caller_asks_for_the_browsable_api(as_alice, accept, query, status, content_type):
+    """ApiView answers `*/*` (and no Accept at all) without DRF's negotiation: the same choice as DRF's."""
+    extra = {"HTTP_ACCEPT": accept} if accept else {}
+    response = as_alice.get(URL, query, **extra)
+    assert response.status_code == status
+    assert response["Content-Type"] == content_type

@@ -2,6 +2,7 @@ from django.template.response import SimpleTemplateResponse
 from rest_framework.exceptions import APIException
 from rest_framework.permissions import SAFE_METHODS
 from rest_framework.renderers import BrowsableAPIRenderer
+from rest_framework.settings import api_settings
 from rest_framework.views import APIView
 
 from chat import replica, throttles
@@ -37,6 +38,19 @@ class ApiView(APIView):
         if too_large is not None:
             raise too_large
         super().initial(request, *args, **kwargs)
+
+    def perform_content_negotiation(self, request, force=False):
+        # Most callers accept anything (a browser's fetch, curl, the widget): the first
+        # renderer, as DRF would pick it, without parsing an Accept header or copying
+        # every header into request.headers to read it. Anything else goes to DRF.
+        if (
+            request.META.get("HTTP_ACCEPT", "*/*") == "*/*"
+            and not getattr(self, "format_kwarg", None)  # set by initial(), which may not have run
+            and api_settings.URL_FORMAT_OVERRIDE not in request._request.GET
+        ):
+            renderer = self.renderer_classes[0]()
+            return renderer, renderer.media_type
+        return super().perform_content_negotiation(request, force)
 
     def dispatch(self, request, *args, **kwargs):
         response = super().dispatch(request, *args, **kwargs)
