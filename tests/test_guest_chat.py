@@ -298,6 +298,39 @@ def test_content_is_stored_as_sent(guest, key):
     assert sent["content"] == text == ChatMessage.objects.get().content
 
 
+def test_a_retried_staff_reply_stores_one_message(as_staff, key):
+    first = assert_envelope(as_staff.post_json(replies_url(key), {"content": "Yes", "id": "inbox_1"}), status=201)
+    again = assert_envelope(as_staff.post_json(replies_url(key), {"content": "Yes!", "id": "inbox_1"}), status=201)
+
+    assert again["data"] == first["data"]
+    assert first["data"]["message_id"] == "inbox_1" and first["data"]["role"] == "assistant"
+    session = ChatSession.objects.get(session_key=key)
+    assert session.message_count == 1
+    assert list(ChatMessage.objects.filter(session=session).values_list("content", flat=True)) == ["Yes"]
+
+
+def test_a_staff_reply_with_the_id_of_another_message_is_a_conflict(guest, key, as_staff, as_bob, bob):
+    send(guest, key, "guest text", id="w-1")
+    as_staff.post_json(replies_url(key), {"content": "from sam", "id": "inbox_1"})
+    bob.is_staff = True
+    bob.save(update_fields=["is_staff"])
+
+    for client, taken in ((as_staff, "w-1"), (as_bob, "inbox_1")):  # the guest's; another staff member's
+        body = assert_envelope(client.post_json(replies_url(key), {"content": "again", "id": taken}), status=409)
+        assert body["error"] == {"code": "CONFLICT", "details": {"id": [taken]}}
+    assert [(m["role"], m["content"]) for m in poll(guest, key).json()["data"]] == [
+        ("user", "guest text"),
+        ("assistant", "from sam"),
+    ]
+
+
+@pytest.mark.parametrize("client_id", ["has space", "x" * 129, "", 7], ids=["space", "long", "empty", "int"])
+def test_a_bad_staff_reply_id_is_a_400(as_staff, key, client_id):
+    error = assert_envelope(as_staff.post_json(replies_url(key), {"content": "hi", "id": client_id}), status=400)
+    assert "id" in error["error"]["details"]
+    assert not ChatMessage.objects.exists()
+
+
 def test_replies_are_for_staff_only(anon, as_alice, alice, guest, key):
     anonymous = assert_envelope(anon.post_json(replies_url(key), {"content": "hi"}), status=401)
     assert anonymous["error"]["code"] == "UNAUTHENTICATED"

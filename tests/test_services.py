@@ -6,6 +6,7 @@ from django.utils import timezone
 from chat import services
 from chat.exceptions import ApiError, Conflict
 from chat.models import ChatMessage, ChatSession, Role
+from tests.support import make_user
 
 pytestmark = pytest.mark.django_db
 
@@ -55,6 +56,25 @@ def test_a_guest_send_with_a_staff_replys_id_is_a_conflict(staff):
     with pytest.raises(Conflict):
         services.guest_message_send(session_key=session.session_key, content="guest", message_id=reply.message_id)
     assert list(ChatMessage.objects.filter(session=session).values_list("role", flat=True)) == [Role.ASSISTANT]
+
+
+def test_a_staff_retry_returns_that_staff_members_own_reply(staff):
+    session = services.guest_session_create()
+    first = services.guest_reply_send(session_key=session.session_key, staff_user=staff, content="a", message_id="r-1")
+    again = services.guest_reply_send(session_key=session.session_key, staff_user=staff, content="b", message_id="r-1")
+    assert again.pk == first.pk
+    assert list(ChatMessage.objects.filter(session=session).values_list("content", flat=True)) == ["a"]
+
+
+def test_a_staff_reply_with_a_guests_or_a_colleagues_id_is_a_conflict(staff):
+    colleague = make_user("kim", is_staff=True)
+    session = services.guest_session_create()
+    services.guest_message_send(session_key=session.session_key, content="guest", message_id="w-1")
+    services.guest_reply_send(session_key=session.session_key, staff_user=colleague, content="kim", message_id="r-1")
+    for taken in ("w-1", "r-1"):
+        with pytest.raises(Conflict):
+            services.guest_reply_send(session_key=session.session_key, staff_user=staff, content="x", message_id=taken)
+    assert ChatMessage.objects.filter(session=session).count() == 2
 
 
 def test_a_staff_edit_moves_updated_at_and_never_touches_the_statistics(alice):

@@ -19,6 +19,7 @@ from chat import services
 from chat.exceptions import ApiError
 from chat.models import ChatMessage, ChatSession, Role, UsageDay
 from chat.selectors import message_to_wire
+from tests.support import make_user
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db]
 
@@ -34,8 +35,8 @@ def at(text: str) -> datetime:
 class Run:
     """One engine's run of a scenario, in sessions named with its own prefix."""
 
-    def __init__(self, *, sql: bool, user, other, staff):
-        self.sql, self.user, self.other, self.staff = sql, user, other, staff
+    def __init__(self, *, sql: bool, user, other, staff, colleague):
+        self.sql, self.user, self.other, self.staff, self.colleague = sql, user, other, staff, colleague
         self.prefix = "sql-" if sql else "orm-"
         self.times: list[datetime] = []  # the time of each write, in order
         self.returned: list = []
@@ -76,12 +77,21 @@ class Run:
             writes=writes,
         )
 
-    def reply(self, name: str, content: str) -> str:
+    def reply(self, name: str, content: str, message_id: str | None = None, *, staff=None, writes: bool = True):
         key = self.guest(name).session_key
         self.call(
-            lambda: [services.guest_reply_send(session_key=key, staff_user=self.staff, content=content, sql=self.sql)]
+            lambda: [
+                services.guest_reply_send(
+                    session_key=key,
+                    staff_user=staff or self.staff,
+                    content=content,
+                    message_id=message_id,
+                    sql=self.sql,
+                )
+            ],
+            writes=writes,
         )
-        return self.returned[-1][1][0][2]["id"]
+        return self.returned[-1][1][0][2]["id"] if writes else None
 
     # What the run left, in terms that do not depend on the run.
 
@@ -272,6 +282,12 @@ def scenario(run: Run) -> None:
     run.guest_send("g1", "the retry's other text", message_id="w-1", writes=False)
     reply_id = run.reply("g1", "A staff answer")
     run.guest_send("g1", "clash", message_id=reply_id, writes=False)
+    # A staff reply with a client id: its retry answers it and writes nothing; a colleague's
+    # retry of it, and a staff reply with the guest's id, are conflicts.
+    run.reply("g1", "With an id", message_id="r-1")
+    run.reply("g1", "the retry's other text", message_id="r-1", writes=False)
+    run.reply("g1", "a colleague's", message_id="r-1", staff=run.colleague, writes=False)
+    run.reply("g1", "clash", message_id="w-1", writes=False)
     run.guest_send("g1", "a second message")
     owned = ChatSession.objects.get(pk=run.sid("s1"))
     run.call(
@@ -286,7 +302,11 @@ def scenario(run: Run) -> None:
 
 
 def test_the_one_statement_and_the_orm_leave_the_same_data(alice, bob, charlie, staff):
-    runs = {sql: Run(sql=sql, user=user, other=charlie, staff=staff) for sql, user in ((True, alice), (False, bob))}
+    colleague = make_user("kim", is_staff=True)
+    runs = {
+        sql: Run(sql=sql, user=user, other=charlie, staff=staff, colleague=colleague)
+        for sql, user in ((True, alice), (False, bob))
+    }
     for run in runs.values():
         scenario(run)
 
@@ -297,12 +317,14 @@ def test_the_one_statement_and_the_orm_leave_the_same_data(alice, bob, charlie, 
     assert sql["sessions"] == orm["sessions"]
     assert sql["ledger"] == orm["ledger"]
     # The scenario reached what it was written for.
-    assert len(sql["messages"]) == 8 + 1 + 2 + 100 + 4
+    assert len(sql["messages"]) == 8 + 1 + 2 + 100 + 5
     s1 = next(s for s in sql["sessions"] if s[0] == "s1")
     assert s1[2] == "Renamed" and s1[6].startswith("stored newest word") and s1[6].endswith("...")
     assert [r[1] for r in sql["returned"] if r[0] == "refused"] == [
         "ApiError",
         "Forbidden",
+        "Conflict",
+        "Conflict",
         "Conflict",
         "NotFound",
         "NotFound",

@@ -274,6 +274,7 @@ class GuestReplyApi(ApiView):
     @extend_schema_serializer(component_name="GuestReply")
     class InputSerializer(serializers.Serializer):
         content = ContentField()
+        id = client_id_field(required=False, help_text="Your id for the reply: a retry with it stores nothing new")
 
     @extend_schema(
         operation_id="guest_replies_send",
@@ -281,15 +282,23 @@ class GuestReplyApi(ApiView):
         parameters=[SESSION_KEY_PARAMETER, *REQUEST_ID_HEADERS, *RATE_LIMIT_HEADERS],
         responses={
             201: envelope_serializer("GuestReplySent", ChatMessageResourceSerializer()),
-            **errors(400, 401, 403, 404, 413, 415, 429, 500, 503),
+            **errors(400, 401, 403, 404, 409, 413, 415, 429, 500, 503),
         },
+        description=(
+            "Reply to the guest as staff (role `assistant`). A retry with the same `id` answers your reply "
+            "as first stored and stores nothing new; an `id` of another message (the guest's, or another "
+            "staff member's reply) is a 409."
+        ),
     )
     def post(self, request, session_key: str):
         key = parse_session_key(session_key)
         payload = self.InputSerializer(data=request.data)
         payload.is_valid(raise_exception=True)
         message = services.guest_reply_send(
-            session_key=key, staff_user=request.user, content=payload.validated_data["content"]
+            session_key=key,
+            staff_user=request.user,
+            content=payload.validated_data["content"],
+            message_id=payload.validated_data.get("id"),
         )
         data = guest_message_to_wire(message)
         return Response(envelope(request, success=True, message="Reply sent", data=data), status=201)

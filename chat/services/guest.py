@@ -49,20 +49,31 @@ def guest_message_send(
 
 
 def guest_reply_send(
-    *, session_key: uuid.UUID, staff_user, content: str, source: str = "staff", sql: bool | None = None
+    *,
+    session_key: uuid.UUID,
+    staff_user,
+    content: str,
+    message_id: str | None = None,
+    source: str = "staff",
+    sql: bool | None = None,
 ) -> ChatMessage:
     """Store a staff member's reply to a guest (role assistant, author set).
 
+    A retried `message_id` returns the reply as first stored, as a guest's retry does;
+    it must be this staff member's own reply: the id of the guest's message or of
+    another staff member's reply is a Conflict. The look-up runs under the session's
+    row lock, so a retry racing its original finds it.
     `source` says where it was written, for the metrics: "staff" (the API) or "admin".
     """
     if not (staff_user.is_active and staff_user.is_staff):
         raise Forbidden("Only staff can reply to guests")
-    messages = [{"message_id": new_message_id(), "role": Role.ASSISTANT, "content": content}]
+    messages = [{"message_id": message_id or new_message_id(), "role": Role.ASSISTANT, "content": content}]
     write = SessionWrite(
         prepared=rows_prepare(messages=messages, author=staff_user),
         source=source,
         session_key=session_key,
         author=staff_user,
+        retry_id=message_id,
     )
     [message] = session_write(write, sql=sql)
     return message

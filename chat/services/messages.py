@@ -26,7 +26,7 @@ from django.utils import timezone
 
 from chat import metrics
 from chat.exceptions import Conflict, Forbidden, NotFound
-from chat.models import ChatMessage, ChatSession, Role
+from chat.models import ChatMessage, ChatSession
 from chat.services.usage import USAGE_FIELDS, usage_record, usage_retire_sessions
 from chat.services.write_sql import write_sql
 from chat.services.writing import (
@@ -223,7 +223,7 @@ def write_orm(write: SessionWrite) -> list[ChatMessage]:
         locked = time.perf_counter()
         if write.retry_id is not None:
             stored = ChatMessage.objects.filter(session=session, message_id=write.retry_id).first()
-            if stored is not None and stored.role == Role.USER:
+            if stored is not None and write.retries(role=stored.role, author_id=stored.author_id):
                 return [stored]
             if stored is not None:
                 raise Conflict("This id belongs to another message of the session", details={"id": [write.retry_id]})
@@ -243,7 +243,7 @@ def session_write(write: SessionWrite, *, sql: bool | None = None) -> list[ChatM
 
     Returns the stored messages in request order; a guest's retry returns its
     message as first stored. Raises NotFound (a guest key), Forbidden (another's
-    session) or Conflict (a guest id of another role's message), nothing written.
+    session) or Conflict (a client id of another author's message), nothing written.
     """
     if sql is None:
         sql = connection.vendor == "postgresql"

@@ -17,7 +17,7 @@ from psycopg.types.datetime import TimestamptzLoader
 
 from chat import metrics
 from chat.exceptions import Conflict, Forbidden, NotFound
-from chat.models import DEFAULT_TITLE, ChatMessage, Role
+from chat.models import DEFAULT_TITLE, ChatMessage
 from chat.services.writing import SessionWrite, after_write
 
 WRITE_SQL = (
@@ -67,7 +67,8 @@ def write_sql(write: SessionWrite) -> list[ChatMessage]:
             id=ids[0],
             session_id=session_id,
             message_id=write.retry_id,
-            role=Role.USER,
+            role=write.prepared.rows[0].role,
+            author=write.author,
             content=row[8],
             content_type=row[9],
             timestamp=stamps[0],

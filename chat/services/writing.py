@@ -144,8 +144,14 @@ class SessionWrite:
     new_title: str = DEFAULT_TITLE  # the title of a session this write makes
     title: str | None = None  # a title to set (the API's non-blank sessionTitle)
     first_title: str | None = None  # a guest send: the title of a session still empty and untitled
-    retry_id: str | None = None  # a guest send's own id: a retry if the guest stored it already
+    # A guest send's or a staff reply's client id: a retry if its author stored it already.
+    retry_id: str | None = None
     author: Any = None  # a staff reply's author
+
+    def retries(self, *, role: str, author_id: int | None) -> bool:
+        """Whether a stored message with this write's `retry_id` is this author's own earlier send:
+        the same role (a guest's user message, a staff reply) and the same author (none for a guest)."""
+        return role == self.prepared.rows[0].role and author_id == (self.author.pk if self.author else None)
 
     def title_to_set(self, *, current: str, message_count: int) -> str | None:
         """The session's new title once it is locked, or None to keep its own."""

@@ -157,11 +157,20 @@
     li.appendChild(document.createTextNode(text));
     return li;
   }
-  function add(li) {
+  // Stored messages in id order (the server's), unconfirmed sends last in the order written:
+  // a send retried after an outage lands after a reply written meanwhile, and shows so.
+  function add(li, id) {
     if (empty.parentNode) log.removeChild(empty);
     var stuck = log.scrollHeight - log.scrollTop - log.clientHeight < 40;
-    // Unconfirmed sends stay last, in the order written.
-    log.insertBefore(li, li.classList.contains("cw-pending") ? null : log.querySelector(".cw-pending"));
+    var next = null;
+    if (id) {
+      li.mid = id;
+      next = log.querySelector(".cw-pending");
+      for (var prev = next ? next.previousSibling : log.lastChild; prev && (prev === li || prev.mid > id); prev = prev.previousSibling) {
+        if (prev !== li) next = prev;
+      }
+    }
+    if (li.nextSibling !== next || !li.parentNode) log.insertBefore(li, next);
     if (stuck || li.className.indexOf("cw-user") >= 0) log.scrollTop = log.scrollHeight;
   }
 
@@ -174,9 +183,9 @@
     if (mine) {
       delete pending[m.message_id];
       mine.classList.remove("cw-pending");
-      return;
+      return add(mine, m.id);
     }
-    add(bubble(m.role, m.content));
+    add(bubble(m.role, m.content), m.id);
     if (m.role !== "user" && !isOpen()) {
       unread += 1;
       badge.textContent = unread;
@@ -207,21 +216,36 @@
   var wakers = [];
   function nap(ms) {
     return new Promise(function (resolve) {
-      var timer = setTimeout(resolve, ms);
-      wakers.push(function () {
+      function go() {
         clearTimeout(timer);
+        wakers = wakers.filter(function (w) {
+          return w !== go;
+        });
         resolve();
-      });
+      }
+      var timer = setTimeout(go, ms);
+      wakers.push(go);
     });
   }
   function wake() {
-    var waiting = wakers;
-    wakers = [];
-    waiting.forEach(function (go) {
+    wakers.slice().forEach(function (go) {
       go();
     });
   }
-  window.addEventListener("online", wake);
+  // The connection is seen back (online, the page shown again, a server's answer): retries go
+  // now, and a stream that lost its connection reopens from the last id received instead of
+  // waiting for the browser's next attempt (a few seconds).
+  function resume() {
+    wake();
+    if (source && source.lost && source.readyState === 0) {
+      source.close();
+      stream(gen);
+    }
+  }
+  window.addEventListener("online", resume);
+  document.addEventListener("visibilitychange", function () {
+    if (!document.hidden) resume();
+  });
   function retryAfter(response, body) {
     var s = parseInt(response.headers.get("Retry-After"), 10);
     if (!(s > 0) && body && body.error && body.error.details) s = body.error.details.retry_after;
@@ -249,6 +273,7 @@
             return null;
           }).then(function (json) {
             clear("net");
+            if (response.status < 500) resume(); // the server is back: the others need not wait
             if (response.status === 429) {
               var s = retryAfter(response, json);
               say("Too many requests: trying again in " + s + " s.", "limit");
@@ -267,9 +292,10 @@
         }
       );
     }
+    // Backoff: 1, 2, 4, then every 5 s while the page is seen (30 s while hidden).
     function again() {
-      say("Connection lost: reconnecting in " + Math.round(delay / 1000) + " s\u2026", "net");
-      var wait = delay;
+      var wait = Math.min(delay, document.hidden ? 30000 : 5000);
+      say("Connection lost: reconnecting in " + Math.round(wait / 1000) + " s\u2026", "net");
       delay = Math.min(delay * 2, 30000);
       return nap(wait).then(attempt);
     }
@@ -294,8 +320,7 @@
     }, (wait + 15) * 1000).then(function (r) {
       if (!r || g !== gen) return;
       if (r.status === 404) return purged();
-      if (r.status === 200) wake();
-      else return sleep(5000).then(function () {
+      if (r.status !== 200) return sleep(5000).then(function () {
         receive(g);
       });
       r.body.data.forEach(function (m) {
@@ -316,11 +341,13 @@
       if (g === gen) show(JSON.parse(e.data), true);
     });
     es.onopen = function () {
+      es.lost = 0;
       clear("net");
       wake();
     };
     es.onerror = function () {
       if (g !== gen) return es.close();
+      es.lost = 1;
       if (es.readyState === 2) {
         // Refused (404, 429, no stream here, CORS): long-poll, whose answer says why.
         source = null;

@@ -243,6 +243,13 @@
   }
 
   // ---- replying: the staff reply endpoint, the one way staff write ----
+  function clientId() {
+    var bytes = new Uint8Array(16);
+    crypto.getRandomValues(bytes);
+    return "inbox_" + Array.prototype.map.call(bytes, function (b) {
+      return (b + 256).toString(16).slice(1);
+    }).join("");
+  }
   var sending = false;
   function reply() {
     var c = current;
@@ -250,15 +257,27 @@
     if (!c || sending || !content.trim()) return;
     sending = true;
     replyError.textContent = "";
-    // No automatic retry: a reply has no client id, so a retry could store it twice.
-    api("POST", c.key + "/replies", { content: content }).then(
+    // One client id for the reply and all its retries: the server stores it once.
+    deliver(c, { content: content, id: clientId() }, 1000);
+  }
+  // Network errors, 5xx and 429 are retried with the same body (backoff 1 s doubling to 10 s,
+  // or Retry-After); anything else is final.
+  function deliver(c, body, delay) {
+    function again(wait, why) {
+      replyError.textContent = why + ": sending again in " + Math.round(wait / 1000) + " s\u2026";
+      setTimeout(function () {
+        deliver(c, body, Math.min(delay * 2, 10000));
+      }, wait);
+    }
+    api("POST", c.key + "/replies", body).then(
       function (r) {
+        if (r.status === 429) return again(retryAfter(r) * 1000, "Too many requests");
+        if (r.status >= 500) return again(delay, "Not sent yet");
         sending = false;
         if (r.status === 201) {
-          if (text.value === content) text.value = "";
+          if (c === current && text.value === body.content) text.value = "";
+          replyError.textContent = "";
           showMessage(c, r.body.data, false);
-        } else if (r.status === 429) {
-          replyError.textContent = "Too many requests: try again in " + retryAfter(r) + " s.";
         } else if (r.status === 401 || r.status === 403) {
           replyError.textContent = "Not sent: your login has ended. Reload the page to log in again.";
         } else {
@@ -266,8 +285,7 @@
         }
       },
       function () {
-        sending = false;
-        replyError.textContent = "Not sent: the connection failed. Try again.";
+        again(delay, "Connection lost");
       }
     );
   }
