@@ -407,6 +407,45 @@ def test_without_eventsource_the_widget_long_polls_and_still_gets_replies_at_onc
 
 
 @pytest.mark.django_db(transaction=True)
+def test_back_online_the_widget_sends_at_once_not_at_its_next_retry(stack, guest):
+    shot = Shots("online")
+    guest.get(f"{stack.demo}/demo/")
+    root = open_widget(guest)
+    send(root, "Before the tunnel")
+    poll_until(
+        lambda: guest.execute_script(WIDGET_MESSAGES) == [["guest", "Before the tunnel", True]],
+        timeout=10,
+        what="the first message stored",
+    )
+    offline = {"offline": True, "latency": 0, "downloadThroughput": -1, "uploadThroughput": -1}
+    guest.execute_cdp_cmd("Network.enable", {})
+    guest.execute_cdp_cmd("Network.emulateNetworkConditions", offline)
+    send(root, "Sent offline")
+    # Retries 1, 2 and 4 s apart, then every 5 s: this one has just begun its 5 s wait.
+    poll_until(
+        lambda: guest.execute_script(STATUS) == "Connection lost: reconnecting in 5 s\u2026",
+        timeout=30,
+        what="the backoff reaching its cap",
+        interval=0.02,
+    )
+    shot(guest, "offline")
+    guest.execute_cdp_cmd("Network.emulateNetworkConditions", {**offline, "offline": False})
+    online = time.monotonic()
+    poll_until(
+        lambda: guest.execute_script(WIDGET_MESSAGES)[-1] == ["guest", "Sent offline", True],
+        timeout=10,
+        what="the kept message sent once online",
+        interval=0.02,
+    )
+    sent = time.monotonic() - online
+    assert sent < 4, f"sent {sent:.1f} s after going online: at the next retry, not at once"
+    poll_until(lambda: not guest.execute_script(STATUS), timeout=10, what="the status cleared")
+    shot(guest, "online")
+    no_script_errors(guest)
+    print(f"kept message sent {sent * 1000:.0f} ms after going online")
+
+
+@pytest.mark.django_db(transaction=True)
 def test_a_lost_connection_shows_a_status_then_resumes_losing_and_repeating_nothing(stack, guest, tmp_path):
     """The API server goes away and comes back (on its own port: the other tests' server stays)."""
     shot = Shots("reconnect")
