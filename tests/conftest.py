@@ -34,6 +34,7 @@ def pytest_terminal_summary(terminalreporter):
             f"fuzz: {sum(statuses.values())} inputs, 5xx: {server_errors}, by status: {dict(sorted(statuses.items()))}"
         )
         terminalreporter.write_line(f"fuzz: crafted cursors by status: {dict(sorted(fuzz.CURSORS.items()))}")
+        terminalreporter.write_line(f"fuzz: by persona: {dict(sorted(fuzz.PERSONAS.items()))}")
 
 
 @pytest.fixture(autouse=True)
