@@ -23,7 +23,6 @@ import math
 import os
 import random
 import resource
-import signal
 import socket
 import subprocess
 import sys
@@ -37,6 +36,7 @@ import orjson
 import psycopg
 
 from bench import seed
+from bench.scale.procs import stop_process
 
 HOST = "127.0.0.1"
 GUEST = "/api/v1/chat/guest"
@@ -137,14 +137,7 @@ class LiveServer:
         return sum(rss_mb(pid) for pid in self.pids())
 
     def stop(self) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait(10)
+        stop_process(self.process, timeout=30)
 
 
 # --------------------------------------------------------------------------- an HTTP/1.1 client of a few lines

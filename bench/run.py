@@ -27,7 +27,6 @@ import resource
 import runpy
 import secrets
 import shutil
-import signal
 import socket
 import statistics
 import subprocess
@@ -44,6 +43,7 @@ import redis
 
 from bench import data_cases, floor, live, seed
 from bench.redis_proxy import RoundTripProxy
+from bench.scale.procs import stop_process
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench"
@@ -243,14 +243,7 @@ class Server:
         return rss
 
     def stop(self) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait(10)
+        stop_process(self.process, timeout=30)
 
 
 def request(port: int, method: str, path: str, body: bytes | None = None, headers: dict | None = None):

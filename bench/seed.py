@@ -28,6 +28,9 @@ GUEST_SESSION = "guest_bench"
 GUEST_MESSAGES = 50
 FILLER_PER_SESSION = 20
 
+# The columns a message is read from, in chat.selectors.MESSAGE_FIELDS' order (the rows below are
+# built in it), between the session and the receipt time. Spelled out: the harness runs without
+# Django set up, so it cannot import the models; tests/test_bench_harness.py checks they agree.
 COLUMNS = (
     "session_id",
     "message_id",

@@ -6,7 +6,10 @@ PostgreSQL nor Redis.
 
 import asyncio
 import importlib
+import signal
 import socket
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -14,7 +17,11 @@ import pytest
 from django.test import Client, override_settings
 from django.urls import Resolver404, resolve
 
-from bench import live, profile, redis_proxy
+from bench import live, profile, redis_proxy, seed
+from bench.scale import procs
+from chat.models import ChatMessage
+from chat.selectors import MESSAGE_FIELDS
+from tests.support import poll_until
 
 BENCH = Path(__file__).resolve().parent.parent / "bench"
 
@@ -151,3 +158,29 @@ def test_the_live_percentiles_are_nearest_rank():
     assert live.percentile(values, 99) == 99.0
     assert live.percentile([3.0], 99) == 3.0
     assert live.percentile([], 50) is None
+
+
+def test_a_server_that_ignores_sigterm_is_killed_with_its_process_group():
+    """bench's servers (gunicorn and its workers, uvicorn) run in a group of their own; stop_process kills it all."""
+    script = "import signal, subprocess, sys, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); " + (
+        "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']); print(child.pid, flush=True); time.sleep(60)"
+    )
+    leader = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, start_new_session=True, text=True)
+    child = int(leader.stdout.readline())
+    procs.stop_process(leader, timeout=0.5)
+    assert leader.returncode == -signal.SIGKILL
+
+    def gone() -> bool:
+        try:
+            state = Path(f"/proc/{child}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except FileNotFoundError:
+            return True
+        return state == "Z"  # killed, not yet reaped by its new parent
+
+    poll_until(gone, timeout=10, what="the child gone with its group")
+    leader.stdout.close()
+
+
+def test_the_seed_copies_the_columns_a_message_is_read_from_in_their_order():
+    columns = [ChatMessage._meta.get_field(field).column for field in MESSAGE_FIELDS.values()]
+    assert seed.COLUMNS == ("session_id", *columns, "created_at")

@@ -46,7 +46,8 @@ def wait_for(condition: Callable[[], bool], *, timeout: float, what: str, interv
 
 
 def stop_process(process: subprocess.Popen | None, *, sig: int = signal.SIGTERM, timeout: float = 15) -> None:
-    """Stop a process we started (its own process group when it has one)."""
+    """Stop a process we started: `sig`, then after `timeout` seconds SIGKILL (to its whole process group
+    when it leads one, start_new_session=True: a gunicorn's workers go with it)."""
     if process is None or process.poll() is not None:
         return
     with contextlib.suppress(ProcessLookupError):
@@ -56,7 +57,10 @@ def stop_process(process: subprocess.Popen | None, *, sig: int = signal.SIGTERM,
         process.wait(timeout)
     except subprocess.TimeoutExpired:
         with contextlib.suppress(ProcessLookupError):
-            process.kill()
+            if os.getpgid(process.pid) == process.pid:
+                os.killpg(process.pid, signal.SIGKILL)
+            else:
+                process.kill()
         process.wait(10)
 
 
