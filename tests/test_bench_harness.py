@@ -39,6 +39,7 @@ BENCH = Path(__file__).resolve().parent.parent / "bench"
         "bench.scale.nodes",
         "bench.scale.procs",
         "bench.live",
+        "bench.probe_lane",
     ],
 )
 def test_bench_modules_import(module):
