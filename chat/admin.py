@@ -4,6 +4,8 @@ No full counts (the paginator counts at most COUNT_CAP rows), no giant dropdowns
 (raw id widgets), no N+1 (owners are joined in the list query).
 """
 
+import uuid
+
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.utils import quote, unquote
@@ -16,7 +18,7 @@ from django.utils.html import format_html, format_html_join
 
 from chat import services
 from chat.exceptions import ApiError
-from chat.models import ChatMessage, ChatSession
+from chat.models import ChatMessage, ChatSession, client_id_validator
 
 COUNT_CAP = 10_000
 SESSION_PAGE_MESSAGES = 100
@@ -136,7 +138,9 @@ class ChatSessionAdmin(admin.ModelAdmin):
         services.sessions_delete_by_staff(session_ids=queryset.values_list("pk", flat=True))
 
     # Replying to a guest: a box on the guest session's page whose button posts the
-    # page's form (and its CSRF token) to reply_view, which only reads the reply.
+    # page's form (and its CSRF token) to reply_view, which only reads the reply. The
+    # page carries a client id made with it, so a double click or a re-sent POST (the
+    # browser's back and reload) stores the reply once.
 
     @admin.display(description="reply as staff")
     def reply_as_staff(self, obj: ChatSession) -> str:
@@ -144,8 +148,10 @@ class ChatSessionAdmin(admin.ModelAdmin):
             return "Only guest sessions take staff replies."
         return format_html(
             "<textarea name='reply_content' rows='4' cols='80' maxlength='{}'></textarea><br>"
+            "<input type='hidden' name='reply_id' value='{}'>"
             "<button type='submit' formaction='{}' class='button'>Send reply</button>",
             services.GUEST_MESSAGE_MAX_LENGTH,
+            f"admin_{uuid.uuid4().hex}",
             reverse("admin:chat_chatsession_reply", args=[quote(obj.pk)]),
         )
 
@@ -168,13 +174,14 @@ class ChatSessionAdmin(admin.ModelAdmin):
             raise PermissionDenied
         form = StaffReplyForm(request.POST)
         if not form.is_valid():
-            messages.error(request, f"Reply not sent: {' '.join(form.errors['reply_content'])}")
+            messages.error(request, f"Reply not sent: {' '.join(e for errors in form.errors.values() for e in errors)}")
         else:
             try:
                 services.guest_reply_send(
                     session_key=session.session_key,
                     staff_user=request.user,
                     content=form.cleaned_data["reply_content"],
+                    message_id=form.cleaned_data["reply_id"] or None,
                     source="admin",
                 )
             except ApiError as exc:
@@ -186,6 +193,12 @@ class ChatSessionAdmin(admin.ModelAdmin):
 
 class StaffReplyForm(forms.Form):
     reply_content = forms.CharField(max_length=services.GUEST_MESSAGE_MAX_LENGTH, strip=False)
+    # The page's client id for this reply (optional: a form posted without one still sends).
+    reply_id = forms.CharField(
+        required=False,
+        max_length=ChatMessage._meta.get_field("message_id").max_length,
+        validators=[client_id_validator],
+    )
 
     def clean_reply_content(self) -> str:
         content = self.cleaned_data["reply_content"]

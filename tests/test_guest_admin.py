@@ -1,5 +1,7 @@
 """Staff reply to guests from the Django admin, through the same service as the API."""
 
+import re
+
 import pytest
 from django.contrib.admin.utils import quote
 from django.contrib.auth.models import Permission
@@ -50,6 +52,41 @@ def test_a_reply_from_the_admin_reaches_the_guests_poll(staff_browser, staff, gu
         ("user", "Anyone there?"),
         ("assistant", "Yes, how can I help?"),
     ]
+
+
+def page_reply_id(staff_browser, session: ChatSession) -> str:
+    page = staff_browser.get(change_url(session)).content.decode()
+    return re.search(r"name='reply_id' value='([^']+)'", page).group(1)
+
+
+def test_a_reply_sent_twice_from_one_page_is_stored_once(staff_browser, staff, guest_session):
+    reply_id = page_reply_id(staff_browser, guest_session)
+    assert reply_id != page_reply_id(staff_browser, guest_session)  # each page load: a reply of its own
+
+    for _ in range(2):  # a double click, or the browser re-sending the POST
+        response = staff_browser.post(
+            reply_url(guest_session), {"reply_content": "On it.", "reply_id": reply_id}, follow=True
+        )
+        assert "Reply sent to the guest." in response.content.decode()
+
+    [reply] = ChatMessage.objects.filter(session=guest_session, role="assistant")
+    assert (reply.message_id, reply.content, reply.author) == (reply_id, "On it.", staff)
+    guest_session.refresh_from_db()
+    assert guest_session.message_count == 2
+
+
+def test_a_reply_id_of_the_guests_message_is_refused(staff_browser, guest_session):
+    guest_id = ChatMessage.objects.get(session=guest_session).message_id
+    response = staff_browser.post(reply_url(guest_session), {"reply_content": "hi", "reply_id": guest_id}, follow=True)
+    assert "Reply not sent" in response.content.decode()
+    assert not ChatMessage.objects.filter(role="assistant").exists()
+
+
+@pytest.mark.parametrize("reply_id", ["..", "has space", "x" * 300])
+def test_a_bad_reply_id_is_refused_with_a_message(staff_browser, guest_session, reply_id):
+    response = staff_browser.post(reply_url(guest_session), {"reply_content": "hi", "reply_id": reply_id}, follow=True)
+    assert "Reply not sent" in response.content.decode()
+    assert not ChatMessage.objects.filter(role="assistant").exists()
 
 
 def test_saving_the_page_with_a_draft_reply_sends_nothing(staff_browser, guest_session):
