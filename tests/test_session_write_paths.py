@@ -11,6 +11,7 @@ its rank among the run's messages, a generated client id by its shape.
 
 import re
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from django.db import connection
@@ -329,3 +330,14 @@ def test_the_one_statement_and_the_orm_leave_the_same_data(alice, bob, charlie, 
         "NotFound",
         "NotFound",
     ]
+
+
+def test_the_database_runs_the_function_as_its_file_says():
+    """chat/sql/session_write.sql is the one text of the write: a change to it needs a
+    migration that runs it again (as 0009 does), else this fails."""
+    text = (Path(__file__).resolve().parent.parent / "chat" / "sql" / "session_write.sql").read_text()
+    with connection.cursor() as cursor:
+        for name in ("chat_session_write", "chat_shorten"):
+            cursor.execute("SELECT prosrc FROM pg_proc WHERE proname = %s", [name])
+            [(body,)] = cursor.fetchall()
+            assert f"$${body}$$" in text, f"{name} differs from chat/sql/session_write.sql: add a migration"

@@ -19,7 +19,7 @@ from rest_framework.response import Response
 
 from chat import metrics, replica, selectors, services
 from chat.api import fields
-from chat.api.base import ApiView
+from chat.api.base import ApiView, validated
 from chat.api.errors import envelope
 from chat.api.messages import client_id_field
 from chat.api.renderers import OrjsonRenderer
@@ -255,11 +255,8 @@ class GuestMessagesApi(GuestView):
     )
     def post(self, request, session_key: str):
         key = parse_session_key(session_key)
-        payload = self.InputSerializer(data=request.data)
-        payload.is_valid(raise_exception=True)
-        message = services.guest_message_send(
-            session_key=key, content=payload.validated_data["content"], message_id=payload.validated_data.get("id")
-        )
+        payload = validated(self.InputSerializer, request.data)
+        message = services.guest_message_send(session_key=key, content=payload["content"], message_id=payload.get("id"))
         data = guest_message_to_wire(message)
         return Response(envelope(request, success=True, message="Message sent", data=data), status=201)
 
@@ -292,13 +289,9 @@ class GuestReplyApi(ApiView):
     )
     def post(self, request, session_key: str):
         key = parse_session_key(session_key)
-        payload = self.InputSerializer(data=request.data)
-        payload.is_valid(raise_exception=True)
+        payload = validated(self.InputSerializer, request.data)
         message = services.guest_reply_send(
-            session_key=key,
-            staff_user=request.user,
-            content=payload.validated_data["content"],
-            message_id=payload.validated_data.get("id"),
+            session_key=key, staff_user=request.user, content=payload["content"], message_id=payload.get("id")
         )
         data = guest_message_to_wire(message)
         return Response(envelope(request, success=True, message="Reply sent", data=data), status=201)

@@ -21,7 +21,7 @@ from rest_framework.response import Response
 
 from chat import selectors, services
 from chat.api import fields
-from chat.api.base import ApiView
+from chat.api.base import ApiView, validated
 from chat.api.renderers import OrjsonRenderer
 from chat.api.schema import RATE_LIMIT_HEADERS, REQUEST_ID_HEADERS, errors
 from chat.exceptions import ApiError, NotFound
@@ -314,9 +314,7 @@ class ChatMessagesApi(ApiView):
         ),
     )
     def post(self, request):
-        payload = self.InputSerializer(data=request.data)
-        payload.is_valid(raise_exception=True)
-        stored = services.messages_save(user=request.user, **payload.validated_data)
+        stored = services.messages_save(user=request.user, **validated(self.InputSerializer, request.data))
         return Response(
             {"messages": [message_to_wire(m) for m in stored], "count": len(stored), "success": True},
             status=201,

@@ -1,6 +1,6 @@
 """The locked part of a write on PostgreSQL: one statement, `chat_session_write(...)`.
 
-The function (chat/migrations/0007_session_write.py, with the reasons for each
+The function (chat/sql/session_write.sql, with the reasons for each
 step) takes the session's row lock, checks who may write, upserts the messages
 and moves the statistics and the usage ledger; the rows come in ready-made
 (chat.services.writing). Sent outside a transaction, as a request sends it, the
