@@ -123,3 +123,28 @@ def test_schema_documents_long_histories(anon):
     body = rename["requestBody"]["content"]["application/json"]["schema"]["$ref"].rsplit("/", 1)[-1]
     assert schema["components"]["schemas"][body]["required"] == ["title"]
     assert rename["responses"]["200"]["content"]["application/json"]["schema"]["$ref"].endswith("/ChatSession")
+
+
+def test_text_that_must_not_be_blank_says_so_and_the_api_agrees(as_alice, as_staff):
+    """A title or a guest message of only whitespace is a 400: the schema's pattern refuses it too.
+
+    The fuzzer found "\\r" as a staff reply: schema-valid (minLength 1), refused as blank.
+    Whitespace is str.strip()'s, the Unicode ones and U+001C-U+001F included.
+    """
+    schemas = json.loads(as_alice.get("/api/schema/", {"format": "json"}).content)["components"]["schemas"]
+    fields = [("SessionRenameRequest", "title"), ("GuestMessageRequest", "content"), ("GuestReplyRequest", "content")]
+    patterns = {schemas[name]["properties"][field].get("pattern") for name, field in fields}
+    assert len(patterns) == 1
+    pattern = patterns.pop()
+    assert pattern is not None
+
+    as_alice.post_json("/api/chat/messages", {"sessionId": "s1", "message": {"role": "user", "content": "Hi"}})
+    key = as_alice.post_json("/api/v1/chat/guest/sessions", {}).json()["data"]["session_key"]
+    for text, accepted in [("\r", False), (" \u3000\x1c\x85", False), ("\t\n", False), ("a", True), (" ok ", True)]:
+        assert bool(re.fullmatch(pattern, text)) is accepted, repr(text)
+        answers = [
+            as_alice.patch("/api/chat/sessions/s1", {"title": text}, content_type="application/json"),
+            as_alice.post_json(f"/api/v1/chat/guest/{key}/messages", {"content": text}),
+            as_staff.post_json(f"/api/v1/chat/guest/{key}/replies", {"content": text}),
+        ]
+        assert [answer.status_code for answer in answers] == ([200, 201, 201] if accepted else [400] * 3), repr(text)

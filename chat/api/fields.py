@@ -43,6 +43,20 @@ class StrictCharField(serializers.CharField):
         return super().to_internal_value(data)
 
 
+class NonBlankCharField(StrictCharField):
+    """Text that must hold more than whitespace (a title, a message): "  " is refused as blank.
+
+    Whitespace is what str.strip() removes; the schema's pattern spells out the same
+    characters (chat.api.schema.NOT_BLANK_PATTERN).
+    """
+
+    def to_internal_value(self, data):
+        value = super().to_internal_value(data)
+        if not value.strip():
+            self.fail("blank")
+        return value
+
+
 class StrictIntegerField(serializers.IntegerField):
     def __init__(self, **kwargs):
         kwargs.setdefault("min_value", 0)

@@ -94,17 +94,11 @@ def unrouted_wait() -> None:
         logger.warning("a long-poll (wait > 0) reached the WSGI app and was answered at once: route it to chat.live")
 
 
-class ContentField(fields.StrictCharField):
+class ContentField(fields.NonBlankCharField):
     """A message's text: 1-2000 characters, not only whitespace, stored as sent (NUL refused)."""
 
     def __init__(self, **kwargs):
         super().__init__(max_length=MAX_CONTENT_LENGTH, **kwargs)
-
-    def to_internal_value(self, data):
-        value = super().to_internal_value(data)
-        if not value.strip():
-            self.fail("blank")
-        return value
 
 
 @extend_schema_serializer(component_name="ChatMessageResource")

@@ -8,6 +8,8 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, inline_serializer
 from rest_framework import serializers
 
+from chat.api.fields import NonBlankCharField
+
 ERROR_CODES = [
     "VALIDATION_ERROR",
     "UNAUTHENTICATED",
@@ -132,14 +134,22 @@ RATE_LIMIT_HEADERS = [
 
 # Text may not contain NUL: PostgreSQL cannot store it, so the API refuses it (400).
 NO_NUL_PATTERN = r"^[^\x00]*$"
+# What str.strip() removes (str.isspace), spelled out: `\s` means other characters in
+# other regex engines (ECMAScript's has U+FEFF and lacks U+001C-U+001F and U+0085).
+WHITESPACE = "".join(f"\\u{code:04x}" for code in range(0x10000) if chr(code).isspace())
+# Text that must not be blank (chat.api.fields.NonBlankCharField): no NUL, and at least
+# one character that is not whitespace.
+NOT_BLANK_PATTERN = rf"^[^\x00]*[^\x00{WHITESPACE}][^\x00]*$"
 
 
 class StrictCharFieldSchema(OpenApiSerializerFieldExtension):
     target_class = "chat.api.fields.StrictCharField"
+    match_subclasses = True  # NonBlankCharField and the fields made from it
 
     def map_serializer_field(self, auto_schema, direction):
         schema = auto_schema._map_serializer_field(self.target, direction, bypass_extensions=True)
-        return {**schema, "pattern": NO_NUL_PATTERN}
+        pattern = NOT_BLANK_PATTERN if isinstance(self.target, NonBlankCharField) else NO_NUL_PATTERN
+        return {**schema, "pattern": pattern}
 
 
 class BearerOrTokenScheme(OpenApiAuthenticationExtension):

@@ -88,7 +88,7 @@ class ChatSessionDetailApi(ApiView):
 
     @extend_schema_serializer(component_name="SessionRename")
     class RenameSerializer(serializers.Serializer):
-        title = fields.StrictCharField(max_length=255)
+        title = fields.NonBlankCharField(max_length=255)
 
         # A rename needs its title, PATCH or not: never partial, so that the schema
         # (drf-spectacular makes PATCH bodies partial) says `title` is required.
@@ -99,11 +99,6 @@ class ChatSessionDetailApi(ApiView):
         @partial.setter
         def partial(self, value) -> None:
             pass
-
-        def validate_title(self, title: str) -> str:
-            if not title.strip():
-                raise serializers.ValidationError("The title may not be blank.")
-            return title
 
     @extend_schema(
         operation_id="chat_sessions_rename",
