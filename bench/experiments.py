@@ -29,6 +29,17 @@ def no_db_health_checks() -> None:
     """
 
 
+@experiment
+def async_commit() -> None:
+    """synchronous_commit off for the app's connections (applied in bench/settings.py).
+
+    A write holds its session's row lock until its commit has flushed the WAL to
+    disk; without the wait a commit is acknowledged before the flush, and a database
+    crash can lose the last fraction of a second of acknowledged writes (never
+    corrupt them). Measures what the flush costs the one-session case.
+    """
+
+
 def apply(names: str | None = None) -> list[str]:
     """Apply the experiments named in `names` (default: $BENCH_EXPERIMENTS), comma-separated."""
     names = os.environ.get("BENCH_EXPERIMENTS", "") if names is None else names

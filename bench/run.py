@@ -20,6 +20,7 @@ Everything binds to 127.0.0.1; every wait has a timeout.
 
 import argparse
 import http.client
+import itertools
 import json
 import os
 import platform
@@ -65,6 +66,11 @@ RATE_LIMIT_ENV = {
     "RATE_LIMIT_GUEST_IP": "100000000/minute",
 }
 POST_SESSIONS = 1000
+# The write cases: the sessions each rotates over, their name prefix, messages a request.
+POST_PAIR_PREFIX = "bench-post-"
+ONE_SESSION_PREFIX = "bench-hot-"  # post-pair-one-session: every request to one session
+BULK_PREFIX = "bench-bulk-"
+BULK_MESSAGES = 100  # post-100: the most a request may carry
 # What redis-py sends once when it opens a connection.
 CONNECTION_SETUP = {"HELLO", "CLIENT", "SELECT", "AUTH"}
 
@@ -201,19 +207,22 @@ class Server:
     def log_size(self) -> int:
         return self.log_path.stat().st_size if self.log_path.exists() else 0
 
-    def logged_durations(self, offset: int) -> list[float]:
-        """duration_ms of the request-log lines written since `offset`."""
-        durations = []
+    def logged_durations(self, offset: int) -> tuple[list[float], list[float]]:
+        """duration_ms and lock_ms (writes only) of the request-log lines written since `offset`."""
+        durations, locks = [], []
         with open(self.log_path, "rb") as log_file:
             log_file.seek(offset)
             for line in log_file:
                 if b'"duration_ms"' not in line:
                     continue
                 try:
-                    durations.append(float(orjson.loads(line)["duration_ms"]))
+                    entry = orjson.loads(line)
+                    durations.append(float(entry["duration_ms"]))
+                    if entry.get("lock_ms") is not None:
+                        locks.append(float(entry["lock_ms"]))
                 except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
                     continue
-        return durations
+        return durations, locks
 
     def worker_pids(self) -> list[int]:
         if self.process is None:
@@ -267,13 +276,26 @@ class Case:
     script: str  # a file in bench/wrk
     headers: dict[str, str] = field(default_factory=dict)
     limited: bool = True  # spends the rate limiter
+    script_args: tuple[str, ...] = ()  # for the script, after the run's nonce
+    messages: int = 0  # a write: the messages each request saves
+    sessions: int = POST_SESSIONS  # a write: how many sessions it rotates over
+    prefix: str = POST_PAIR_PREFIX  # a write: their name prefix
+
+    def body(self, index: int, nonce: str) -> bytes | None:
+        """A write's body like the script's (the check and the round-trip count send it)."""
+        if self.method != "POST":
+            return None
+        session = f"{self.prefix}{index % self.sessions:04d}"
+        if self.messages == 2:
+            return pair_body(session, nonce)
+        return many_body(session, nonce, self.messages)
 
 
-def pair_body(session: int, nonce: str) -> bytes:
+def pair_body(session: str, nonce: str) -> bytes:
     stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     return orjson.dumps(
         {
-            "sessionId": f"bench-post-{session:04d}",
+            "sessionId": session,
             "messages": [
                 {"id": f"{nonce}-u", "role": "user", "content": "How do I keep a poll fast?", "timestamp": stamp},
                 {
@@ -288,6 +310,24 @@ def pair_body(session: int, nonce: str) -> bytes:
             ],
         }
     )
+
+
+def many_body(session: str, nonce: str, count: int) -> bytes:
+    stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    messages = [
+        {"id": f"{nonce}-{i}", "role": "user", "content": "How do I keep a poll fast?", "timestamp": stamp}
+        if i % 2 == 0
+        else {
+            "id": f"{nonce}-{i}",
+            "role": "assistant",
+            "content": "Use an index.",
+            "model": "gpt-4o-mini",
+            "total_tokens": 412,
+            "timestamp": stamp,
+        }
+        for i in range(count)
+    ]
+    return orjson.dumps({"sessionId": session, "messages": messages})
 
 
 def history_etag(port: int, seeded: seed.Seeded) -> str:
@@ -323,13 +363,37 @@ def make_cases(seeded: seed.Seeded, etag: str = "") -> dict[str, Case]:
             "/api/chat/messages",
             "post_pair.lua",
             {**auth, "Content-Type": "application/json"},
+            script_args=(str(POST_SESSIONS), POST_PAIR_PREFIX),
+            messages=2,
+        ),
+        # 16 connections appending pairs to one session: they queue on its row lock.
+        "post-pair-one-session": Case(
+            "post-pair-one-session",
+            "POST",
+            "/api/chat/messages",
+            "post_pair.lua",
+            {**auth, "Content-Type": "application/json"},
+            script_args=("1", ONE_SESSION_PREFIX),
+            messages=2,
+            sessions=1,
+            prefix=ONE_SESSION_PREFIX,
+        ),
+        "post-100": Case(
+            "post-100",
+            "POST",
+            "/api/chat/messages",
+            "post_many.lua",
+            {**auth, "Content-Type": "application/json"},
+            script_args=(str(POST_SESSIONS), BULK_PREFIX, str(BULK_MESSAGES)),
+            messages=BULK_MESSAGES,
+            prefix=BULK_PREFIX,
         ),
     }
 
 
 def check_case(server: Server, case: Case, seeded: seed.Seeded) -> str | None:
     """None if the case answers as it must, else why not."""
-    body = pair_body(0, "check-" + secrets.token_hex(4)) if case.method == "POST" else None
+    body = case.body(0, "check-" + secrets.token_hex(4))
     status, raw = request(server.port, case.method, case.path, body, case.headers)
     expected = 201 if case.method == "POST" else 304 if case.name == "history-304" else 200
     if status != expected:
@@ -345,8 +409,8 @@ def check_case(server: Server, case: Case, seeded: seed.Seeded) -> str | None:
         want = 0 if case.name == "poll-empty" else 10
         if len(data["data"]) != want or data["meta"]["has_more"]:
             return f"{case.name} returned {len(data['data'])} messages, meta {data['meta']}"
-    if case.name == "post-pair" and data.get("count") != 2:
-        return f"post returned {data}"
+    if case.method == "POST" and data.get("count") != case.messages:
+        return f"post returned {str(data)[:200]}"
     return None
 
 
@@ -450,8 +514,10 @@ class Wrk:
         for name, value in case.headers.items():
             if name != "Content-Type":
                 cmd += ["-H", f"{name}: {value}"]
-        cmd += [self.server.base + case.path, "--", f"{self.nonce}r{self.runs}", str(POST_SESSIONS)]
+        cmd += [self.server.base + case.path, "--", f"{self.nonce}r{self.runs}", *case.script_args]
         log_start = self.server.log_size()
+        one_session = case.method == "POST" and case.sessions == 1
+        since = database_clock() if one_session else None
         cpu_before = self.cpu.snapshot()
         result = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 60, check=False)
         cpu_after = self.cpu.snapshot()
@@ -470,14 +536,66 @@ class Wrk:
         }
         # The app's own measure (the request log's duration_ms: middleware to view and back,
         # without gunicorn's parsing and writing), over the requests of this run.
-        durations = self.server.logged_durations(log_start)
+        durations, locks = self.server.logged_durations(log_start)
         figures["server_p50_ms"] = statistics.median(durations) if durations else None
+        # A write's hold of its session's row lock, as its request log line says (lock_ms).
+        figures["lock_p50_ms"] = statistics.median(locks) if locks else None
+        figures["lock_p99_ms"] = percentile(locks, 99) if locks else None
+        if one_session:
+            figures.update(grant_gaps(f"{case.prefix}0000", since))
         return figures
+
+
+def database_clock() -> datetime:
+    with psycopg.connect(DATABASE_URL, autocommit=True, connect_timeout=5) as conn:
+        return conn.execute("SELECT clock_timestamp()").fetchone()[0]
+
+
+def grant_gaps(session_id: str, since: datetime) -> dict:
+    """The session's row lock as the database's own clock saw it, since `since`.
+
+    Each write stamps its messages' created_at with the time it was granted the lock
+    (chat_session_write). While 16 connections queue for one session the lock is
+    never idle, so the time from one grant to the next is one write's hold (from its
+    grant to its commit's end, the WAL flush included) plus the hand-over to the next
+    waiter: a measure of the hold in which neither the application's clock nor its
+    threads take part. The median is the figure; a moment the queue ran dry only adds
+    a long gap, which the median ignores.
+    """
+    with psycopg.connect(DATABASE_URL, autocommit=True, connect_timeout=5) as conn:
+        grants = [
+            row[0]
+            for row in conn.execute(
+                "SELECT DISTINCT created_at FROM chat_messages WHERE session_id = %s AND created_at >= %s "
+                "ORDER BY created_at",
+                (session_id, since),
+            )
+        ]
+    gaps = [(b - a).total_seconds() * 1000 for a, b in itertools.pairwise(grants)]
+    return {
+        "grants": len(grants),
+        "grant_gap_p50_ms": statistics.median(gaps) if gaps else None,
+        "grant_gap_p99_ms": percentile(gaps, 99) if gaps else None,
+    }
+
+
+def percentile(values: list[float], pct: float) -> float:
+    """Nearest rank."""
+    ordered = sorted(values)
+    return ordered[max(0, min(len(ordered) - 1, round(pct / 100 * len(ordered) + 0.5) - 1))]
 
 
 def summarize(runs: list[dict]) -> dict:
     rps = [r["rps"] for r in runs]
+    locks = [r["lock_p50_ms"] for r in runs if r.get("lock_p50_ms") is not None]
+    locks_99 = [r["lock_p99_ms"] for r in runs if r.get("lock_p99_ms") is not None]
+    gaps = [r["grant_gap_p50_ms"] for r in runs if r.get("grant_gap_p50_ms") is not None]
+    gaps_99 = [r["grant_gap_p99_ms"] for r in runs if r.get("grant_gap_p99_ms") is not None]
     return {
+        "grant_gap_p50_ms": statistics.median(gaps) if gaps else None,
+        "grant_gap_p99_ms": statistics.median(gaps_99) if gaps_99 else None,
+        "lock_p50_ms": statistics.median(locks) if locks else None,
+        "lock_p99_ms": statistics.median(locks_99) if locks_99 else None,
         "cpu_ms_per_request": {
             name: round(statistics.median(r["cpu_ms_per_request"][name] for r in runs), 3)
             for name in runs[0]["cpu_ms_per_request"]
@@ -546,13 +664,16 @@ def count_round_trips(
 
 
 def send(server: Server, case: Case, index: int) -> None:
-    body = pair_body(index % POST_SESSIONS, f"rt{index}-{secrets.token_hex(4)}") if case.method == "POST" else None
+    body = case.body(index, f"rt{index}-{secrets.token_hex(4)}")
     status, raw = request(server.port, case.method, case.path, body, case.headers)
     if status >= 300 and not (status == 304 and case.name == "history-304"):
         raise RuntimeError(f"{case.name} answered {status}: {raw[:200]!r}")
 
 
 # --------------------------------------------------------------------------- the report
+
+# The write cases and the messages each request saves (CPU is also given per message).
+CASE_MESSAGES = {"post-pair": 2, "post-pair-one-session": 2, "post-100": BULK_MESSAGES}
 
 
 def ratio(a: float | None, b: float | None) -> float | None:
@@ -570,6 +691,21 @@ def targets(results: dict) -> list[dict]:
     for name, limit in (("poll-10", 0.25), ("poll-empty", 0.30), ("post-pair", 0.10)):
         value = ratio(cases.get(name, {}).get("load", {}).get("rps_median"), bare)
         add(f"{name} req/s ÷ bare", value, limit, at_least=True)
+
+    def cpu_of(name: str) -> float | None:
+        return sum(cases.get(name, {}).get("load", {}).get("cpu_ms_per_request", {}).values()) or None
+
+    add("post-pair ÷ bare by CPU", ratio(cpu_of("bare"), cpu_of("post-pair")), 0.12, at_least=True)
+    one = cases.get("post-pair-one-session", {}).get("load", {})
+    add("post-pair-one-session p50 (ms)", one.get("p50_ms"), 30, at_least=False, unit="ms")
+    add("post-pair-one-session lock held p50, request log (ms)", one.get("lock_p50_ms"), 2, at_least=False, unit="ms")
+    add(
+        "post-pair-one-session grant to grant p50, database clock (ms)",
+        one.get("grant_gap_p50_ms"),
+        2,
+        at_least=False,
+        unit="ms",
+    )
     history = cases.get("history-1000", {}).get("single", {})
     floor_ms = results["floor"]["median_ms"]
     add("history-1000 c1 p50 (wrk) ÷ floor", ratio(history.get("p50_ms"), floor_ms), 2.0, at_least=False)
@@ -608,7 +744,17 @@ def table(results: dict) -> str:
         "| --- | --- | --- | --- | --- | --- | --- | --- |"
     )
     lines = [head]
-    for name in ("bare", "poll-empty", "poll-10", "history-1000", "history-page-50", "history-304", "post-pair"):
+    for name in (
+        "bare",
+        "poll-empty",
+        "poll-10",
+        "history-1000",
+        "history-page-50",
+        "history-304",
+        "post-pair",
+        "post-pair-one-session",
+        "post-100",
+    ):
         if name not in cases:
             lines.append(f"| {name} | not run: {results.get('skipped', {}).get(name, 'n/a')} | | | | | | |")
             continue
@@ -639,7 +785,24 @@ def table(results: dict) -> str:
             f"| {name} | {fmt(per.get('gunicorn'))} | {fmt(per.get('postgres'))} | {fmt(per.get('redis'))} "
             f"| {fmt(per.get('wrk'))} | {fmt(total)} | {fmt(ratio(bare_cpu, total))} |"
         )
-    out = ["\n".join(lines), "", *cpu, ""]
+    writes = [
+        "| write case | messages a request | req/s x bare | p50 ms | p99 ms | lock held p50 ms (log) "
+        "| lock held p99 ms (log) | grant to grant p50 ms (db) | CPU ms a message | a message x bare by CPU |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for name, case in cases.items():
+        messages = CASE_MESSAGES.get(name)
+        if not messages:
+            continue
+        load = case["load"]
+        total = sum(load.get("cpu_ms_per_request", {}).values())
+        writes.append(
+            f"| {name} | {messages} | {fmt(ratio(load['rps_median'], bare.get('rps_median')))} "
+            f"| {load['p50_ms']:.2f} | {load['p99_ms']:.2f} | {fmt(load.get('lock_p50_ms'))} "
+            f"| {fmt(load.get('lock_p99_ms'))} | {fmt(load.get('grant_gap_p50_ms'))} "
+            f"| {fmt(total / messages, 3)} | {fmt(ratio(bare_cpu, total / messages))} |"
+        )
+    out = ["\n".join(lines), "", *cpu, "", *writes, ""]
     if results.get("live"):
         out += [live.table(results["live"]), ""]
     out += ["| target | figure | limit | met |", "| --- | --- | --- | --- |"]
@@ -666,7 +829,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, help="override gunicorn workers")
     parser.add_argument("--worker-threads", type=int, help="override gunicorn threads")
     parser.add_argument("--worker-class", help="override the gunicorn worker class")
-    parser.add_argument("--cases", default="bare,poll-empty,poll-10,history-1000,history-page-50,history-304,post-pair")
+    parser.add_argument(
+        "--cases",
+        default="bare,poll-empty,poll-10,history-1000,history-page-50,history-304,post-pair,"
+        "post-pair-one-session,post-100",
+    )
     parser.add_argument(
         "--live-cases",
         default="idle-streams,idle-polls,latency,push-vs-poll",

@@ -1,22 +1,26 @@
 -- POST /api/chat/messages: a user message and the assistant's answer, as a chat client
 -- saves a turn. Each request goes to the next of `sessions` sessions and carries new
 -- client ids, so every request appends (the upsert path that replaces is not this case).
--- Arguments (after --): a nonce unique to this wrk run, the number of sessions.
+-- Arguments (after --): a nonce unique to this wrk run, the number of sessions, the
+-- sessions' name prefix (post-pair: 1,000 sessions; post-pair-one-session: one).
 
-local thread_index = 0
+-- Each thread's index is a global that setup() sets in that thread's state (thread:set);
+-- a chunk-level `local thread_index` would shadow it there (every thread 0, ids colliding).
+local threads_made = 0
 
 function setup(thread)
-  thread:set("thread_index", thread_index)
-  thread_index = thread_index + 1
+  thread:set("thread_index", threads_made)
+  threads_made = threads_made + 1
 end
 
-local nonce, sessions, counter
+local nonce, sessions, prefix, counter
 local user_text = string.rep("How do I keep a poll fast when the table grows? ", 2)
 local assistant_text = string.rep("Use an index on (session, id) and fetch only rows past the cursor. ", 6)
 
 function init(args)
   nonce = args[1] or tostring(os.time())
   sessions = tonumber(args[2] or "1000")
+  prefix = args[3] or "bench-post-"
   counter = 0
   wrk.headers["Content-Type"] = "application/json"
 end
@@ -27,11 +31,11 @@ function request()
   local id = string.format("%s-%d-%d", nonce, thread_index, counter)
   local stamp = os.date("!%Y-%m-%dT%H:%M:%SZ")
   local body = string.format(
-    '{"sessionId":"bench-post-%04d","messages":[' ..
+    '{"sessionId":"%s%04d","messages":[' ..
     '{"id":"%s-u","role":"user","content":"%s","timestamp":"%s"},' ..
     '{"id":"%s-a","role":"assistant","content":"%s","contentType":"markdown","model":"gpt-4o-mini",' ..
     '"originalModel":"gpt-4o-mini-2024-07-18","total_tokens":412,"input_tokens":96,"output_tokens":316,' ..
     '"user_message_id":"%s-u","elapsed_time":1830,"completion_id":"chatcmpl-%s","timestamp":"%s"}]}',
-    session, id, user_text, stamp, id, assistant_text, id, id, stamp)
+    prefix, session, id, user_text, stamp, id, assistant_text, id, id, stamp)
   return wrk.format("POST", nil, nil, body)
 end
