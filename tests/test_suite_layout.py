@@ -1,5 +1,6 @@
 """The suite's own rules: shared helpers live in tests/support.py, test modules stand alone."""
 
+import ast
 import hashlib
 import re
 
@@ -32,3 +33,50 @@ def test_no_test_defines_a_helper_that_support_already_has():
         if (names := shared & set(re.findall(r"^(?:def|class) (\w+)", path.read_text(), re.M)))
     }
     assert redefined == {}
+
+
+# The domain (models, services, selectors, their errors) knows nothing of HTTP or DRF:
+# the API layer (chat/api, chat/live) renders it. DRF's token model is data, not HTTP.
+DOMAIN = ["chat/exceptions.py", "chat/models.py", "chat/services", "chat/selectors", "accounts/services.py"]
+DOMAIN += ["accounts/selectors.py", "accounts/models.py"]
+DOMAIN_MAY_IMPORT = {"rest_framework.authtoken.models"}
+
+
+def imported_modules(path) -> set[str]:
+    tree = ast.parse(path.read_text())
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module)
+    return names
+
+
+def test_the_domain_imports_nothing_of_drf_or_http_responses():
+    offenders = {}
+    for name in DOMAIN:
+        root = BASE_DIR / name
+        for path in [root] if root.is_file() else sorted(root.rglob("*.py")):
+            found = {
+                module
+                for module in imported_modules(path)
+                if (module.startswith("rest_framework") and module not in DOMAIN_MAY_IMPORT)
+                or module in {"django.http", "chat.api"}
+                or module.startswith("chat.api.")
+            }
+            if found:
+                offenders[str(path.relative_to(BASE_DIR))] = sorted(found)
+    assert offenders == {}, "render errors in chat/api; the domain raises chat.exceptions"
+
+
+def test_every_error_class_is_raised_or_rendered_somewhere_else():
+    classes = re.findall(r"^class (\w+)\(", (BASE_DIR / "chat/exceptions.py").read_text(), re.M)
+    code = [
+        path.read_text()
+        for folder in ("chat", "accounts", "chatsite")
+        for path in (BASE_DIR / folder).rglob("*.py")
+        if path != BASE_DIR / "chat/exceptions.py"
+    ]
+    unused = [name for name in classes if not any(re.search(rf"\b{name}\b", text) for text in code)]
+    assert unused == []
