@@ -28,8 +28,18 @@ def test_the_token_finds_its_user_with_every_field_and_the_token_itself(alice):
         False,
         True,
     )
-    assert user.get_deferred_fields() == set()  # no lazy query waiting on a later read
     assert selectors.token_user(key="0" * 40) is None
+
+
+def test_a_field_the_lookup_leaves_out_is_still_read_right(alice):
+    alice.email = "alice@example.com"
+    alice.save(update_fields=["email"])
+    user, token = selectors.token_user(key=alice.api_token)
+
+    assert "email" in user.get_deferred_fields() and "password" in user.get_deferred_fields()
+    assert user.email == "alice@example.com"  # Django reads it on demand
+    assert user.date_joined == alice.date_joined
+    assert token.created is not None
 
 
 def test_authenticating_is_one_statement(alice):

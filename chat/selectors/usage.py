@@ -11,12 +11,15 @@ from chat.selectors.messages import fetch_sql
 FIGURES = ("messages", "input_tokens", "output_tokens", "total_tokens", "errors")
 
 # A (day, model) has at most two rows (live, and of deleted messages): summed here.
+# A day and model whose every figure is 0 (its messages all moved to another day
+# or model by upserts) is left out; '' (no model) is answered as null.
 USAGE_SQL = (
-    "SELECT day, model, "  # noqa: S608 (constants and placeholders only)
+    "SELECT day, NULLIF(model, ''), "  # noqa: S608 (constants and placeholders only)
     + ", ".join(f"CAST(SUM({f}) AS BIGINT)" for f in FIGURES)
     + " FROM chat_usage_days WHERE user_id = %s AND day >= %s AND day <= %s"
-    " GROUP BY day, model ORDER BY day, model"
+    " GROUP BY day, model HAVING " + " OR ".join(f"SUM({f}) <> 0" for f in FIGURES) + " ORDER BY day, model"
 )
+DAY_KEYS = ("date", "model", *FIGURES)
 
 
 def user_usage(*, user_id: int, start: date, end: date) -> dict[str, Any]:
@@ -36,12 +39,8 @@ def user_usage(*, user_id: int, start: date, end: date) -> dict[str, Any]:
         with connection.cursor() as cursor:
             cursor.execute(USAGE_SQL, params)
             rows = cursor.fetchall()
-    days = []
-    totals = dict.fromkeys(FIGURES, 0)
-    for day, model, *figures in rows:
-        if not any(figures):
-            continue  # every message moved to another day or model by upserts
-        days.append({"date": str(day), "model": model or None, **dict(zip(FIGURES, figures, strict=True))})
-        for name, value in zip(FIGURES, figures, strict=True):
-            totals[name] += value
+    # The rows are the answer's days as they are: a date is written by orjson as
+    # YYYY-MM-DD (SQLite gives that text already).
+    days = [dict(zip(DAY_KEYS, row, strict=True)) for row in rows]
+    totals = {name: sum(row[i] for row in rows) for i, name in enumerate(FIGURES, 2)}
     return {"from": start.isoformat(), "to": end.isoformat(), "totals": totals, "days": days}
