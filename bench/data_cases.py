@@ -25,6 +25,8 @@ import psycopg
 
 from bench import seed
 
+# The cases of this module: always run with --data-cases; named in --cases, also profiled (--profile).
+CASES = ("search", "usage-30d")
 DATA_USER = "bench-data"
 DATA_MESSAGES = 20_000
 DATA_SESSIONS = 400

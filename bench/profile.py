@@ -89,15 +89,16 @@ def summarize(stacks: list[tuple[list[str], int]], top: int = 15) -> dict:
 
 def profile_cases(server, wrk, cases: dict, tmp: Path, results_dir: Path, seconds: float = 8) -> dict:
     """Sample each case under load; the summaries (and collapsed stacks in results_dir)."""
-    py_spy = Path(sys.executable).parent / "py-spy"
-    if not py_spy.exists() and shutil.which("py-spy") is None:
+    beside = Path(sys.executable).parent / "py-spy"
+    py_spy = str(beside) if beside.exists() else shutil.which("py-spy")
+    if py_spy is None:
         return {"error": "py-spy is not installed (bench/requirements.txt)"}
     out = {}
     for case in cases.values():
         raw = tmp / f"profile-{case.name}.txt"
         spy = subprocess.Popen(
             [
-                str(py_spy),
+                py_spy,
                 "record",
                 "--pid",
                 str(server.process.pid),

@@ -897,6 +897,8 @@ def main(argv: list[str] | None = None) -> int:
         all_cases = make_cases(seeded, history_etag(server.port, seeded))
         cases: dict[str, Case] = {}
         for name in args.cases.split(","):
+            if name in data_cases.CASES:
+                continue  # run (and profiled) with the data cases, after the user's data is seeded
             problem = check_case(server, all_cases[name], seeded)
             if problem:
                 log(f"skipping {name}: {problem}")
@@ -985,7 +987,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.profile:
             from bench import profile
 
-            results["profile"] = profile.profile_cases(server, wrk, cases, tmp, RESULTS)
+            profiled = dict(cases)
+            if args.data_cases:  # the data cases named in --cases are profiled too
+                profiled.update({c.name: c for c in (search, usage) if c.name in args.cases.split(",")})
+            results["profile"] = profile.profile_cases(server, wrk, profiled, tmp, RESULTS)
             profile.print_summary(results["profile"])
 
         if args.scale_total and "poll-10" in cases:
