@@ -1,6 +1,8 @@
 """GET /api/chat/search: every word, accents and case ignored, ranked, snippets, stable pages, own messages only."""
 
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 
 from chat.selectors.search import ELLIPSIS, snippet
 
@@ -169,6 +171,34 @@ def test_bad_parameters_are_400(as_alice, params):
 def test_a_query_without_words_finds_nothing(as_alice, q):
     save(as_alice, "s1", "!!! ??? _ __ --", "plain words")
     assert found(as_alice, q) == []
+
+
+@pytest.mark.postgres
+def test_a_page_is_one_statement_and_its_messages_are_in_the_get_shape(as_alice):
+    extra = {
+        "id": "t-9",
+        "role": "assistant",
+        "content": "café again",
+        "model": "m",
+        "suggestions": ["x"],
+        "k": {"a": 1},
+    }
+    save(as_alice, "trip", "café one", "café two", "café three")
+    as_alice.post_json(MESSAGES, {"sessionId": "trip", "message": extra})
+    as_alice.get(URL, {"q": "café"})  # the connection's first use belongs to no request
+
+    with CaptureQueriesContext(connection) as captured:
+        first = as_alice.get(URL, {"q": "café", "limit": 2}).json()
+        second = as_alice.get(URL, {"q": "café", "limit": 3, "cursor": first["next"]}).json()
+
+    reads = [
+        q["sql"] for q in captured.captured_queries if "chat_message_search" in q["sql"] or "chat_messages" in q["sql"]
+    ]
+    assert len(reads) == 2  # one a page
+    shown = [r["message"] for r in first["results"] + second["results"]]
+    assert len(shown) == 4 and second["next"] is None
+    history = {m["id"]: m for m in as_alice.get(MESSAGES, {"session_id": "trip"}).json()}
+    assert shown == [history[m["id"]] for m in shown]  # extra keys and JSON fields included
 
 
 def test_search_needs_credentials(anon):

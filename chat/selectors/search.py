@@ -19,11 +19,13 @@ from typing import Any
 
 import orjson
 from django.db import connection, connections
+from psycopg.types.datetime import TimestamptzLoader
+from psycopg.types.json import set_json_loads
 
 from chat import replica
 from chat.exceptions import ApiError
 from chat.models import ChatMessage
-from chat.selectors.messages import MESSAGE_FIELDS, message_to_wire
+from chat.selectors.messages import MESSAGE_FIELDS, message_to_wire, with_extra
 
 SNIPPET_LENGTH = 160
 SNIPPET_LEAD = 40  # characters kept before the first match
@@ -99,32 +101,63 @@ def snippet(content: str, words: list[str]) -> tuple[str, list[list[int]]]:
 # ----------------------------------------------------------------------------- the two engines
 
 
-def _postgresql_hits(alias: str, user_id: int, q: str, after, limit: int) -> list[tuple[float, datetime, int]]:
-    """(rank, timestamp, id) of the page, best first, from the GIN index on the documents.
+# The message's columns in the GET shape's order (the timestamp's column has its own name).
+_MESSAGE_COLUMNS = ", ".join("m." + ("message_timestamp" if c == "timestamp" else c) for c in MESSAGE_FIELDS.values())
+_WIRE_KEYS = tuple(MESSAGE_FIELDS)
 
-    The index is asked for the owner's lexeme AND the words (one condition the
-    planner cannot split off); `user_id` is checked again on the rows. The rank
-    is of the words alone.
-    """
-    page = ""
-    params: list[Any] = [q, user_id, user_id]
-    if after is not None:
-        page = 'WHERE (rank, "timestamp", message_id) < (%s::real, %s, %s)'
-        params += list(after)
-    sql = f"""
+# A page of hits, each with its message and session's title: one statement. The
+# hits come from the GIN index on the documents, asked for the owner's lexeme AND
+# the words (one condition the planner cannot split off); the owner is checked
+# again on the rows and on the session. The rank is of the words alone.
+_PAGE_SQL = """
+    SELECT h.rank, h."timestamp", h.message_id, m.session_id, s.title, {columns}, m.extra
+    FROM (
         SELECT rank, "timestamp", message_id FROM (
-            SELECT ts_rank(s.document, q.words) AS rank, s."timestamp", s.message_id
-            FROM chat_message_search s,
-                 plainto_tsquery('simple', chat_unaccent(%s)) AS q(words),
-                 CAST(quote_literal('~u' || %s) AS tsquery) AS o(owner)
-            WHERE numnode(q.words) > 0 AND s.document @@ (o.owner && q.words) AND s.user_id = %s
+            SELECT ts_rank(x.document, q.words) AS rank, x."timestamp", x.message_id
+            FROM chat_message_search x,
+                 plainto_tsquery('simple', chat_unaccent(%(q)s)) AS q(words),
+                 CAST(quote_literal('~u' || %(user)s) AS tsquery) AS o(owner)
+            WHERE numnode(q.words) > 0 AND x.document @@ (o.owner && q.words) AND x.user_id = %(user)s
         ) hits {page}
         ORDER BY rank DESC, "timestamp" DESC, message_id DESC
-        LIMIT %s
-    """  # noqa: S608 (constants and placeholders only)
+        LIMIT %(limit)s
+    ) h
+    JOIN chat_messages m ON m.id = h.message_id
+    JOIN chat_sessions s ON s.id = m.session_id AND s.user_id = %(user)s
+    ORDER BY h.rank DESC, h."timestamp" DESC, h.message_id DESC
+"""
+_FIRST_PAGE_SQL = _PAGE_SQL.format(columns=_MESSAGE_COLUMNS, page="")
+_NEXT_PAGE_SQL = _PAGE_SQL.format(
+    columns=_MESSAGE_COLUMNS, page='WHERE (rank, "timestamp", message_id) < (%(rank)s::real, %(ts)s, %(pk)s)'
+)
+
+
+def _postgresql_page(alias: str, user_id: int, q: str, after, limit: int) -> list[tuple]:
+    """(rank, timestamp, id, session id, session title, the message in the GET shape) of the page, best first.
+
+    Read with psycopg's C loaders (timestamps) and orjson (JSON): no model per row.
+    """
+    params: dict[str, Any] = {"q": q, "user": user_id, "limit": limit}
+    if after is not None:
+        params.update(zip(("rank", "ts", "pk"), after, strict=True))
     with connections[alias].cursor() as cursor:
-        cursor.execute(sql, [*params, limit])
-        return [(float(rank), ts, pk) for rank, ts, pk in cursor.fetchall()]
+        raw = cursor.cursor
+        raw.adapters.register_loader("timestamptz", TimestamptzLoader)
+        set_json_loads(orjson.loads, raw)
+        cursor.execute(_FIRST_PAGE_SQL if after is None else _NEXT_PAGE_SQL, params)
+        rows = cursor.fetchall()
+    n = len(_WIRE_KEYS)
+    return [
+        (
+            float(row[0]),
+            row[1],
+            row[2],
+            row[3],
+            row[4],
+            with_extra(dict(zip(_WIRE_KEYS, row[5 : 5 + n], strict=True)), row[-1]),
+        )
+        for row in rows
+    ]
 
 
 def sqlite_rank(content: str, words: list[str]) -> float:
@@ -166,48 +199,49 @@ def _sqlite_hits(user_id: int, q: str, words: list[str], after, limit: int) -> l
 # ----------------------------------------------------------------------------- the selector
 
 
+def _sqlite_page(user_id: int, q: str, words: list[str], after, limit: int) -> list[tuple]:
+    """As _postgresql_page, with FTS5's hits and the ORM's messages."""
+    hits = _sqlite_hits(user_id, q, words, after, limit)
+    messages = {
+        m.pk: m
+        for m in ChatMessage.objects.filter(pk__in=[pk for _, _, pk in hits], session__user_id=user_id)
+        .select_related("session")
+        .only(*MESSAGE_FIELDS.values(), "extra", "session__title", "session__user_id")
+    }
+    return [
+        (rank, ts, pk, m.session_id, m.session.title, message_to_wire(m))
+        for rank, ts, pk in hits
+        if (m := messages.get(pk)) is not None  # deleted between the two queries
+    ]
+
+
 def message_search(*, user_id: int, q: str, limit: int, cursor: str | None = None) -> dict[str, Any]:
     """A page of the user's messages matching every word of `q`, best first, then newest.
 
     A read that may lag: from the read replica when there is one and it has the
-    user's own last write (chat.replica); the hits and their messages are read
-    from the same database.
+    user's own last write (chat.replica).
     """
     after = decode_cursor(cursor) if cursor is not None else None
     words = query_words(q)
     if not words:
         return {"results": [], "next": None}
-
-    def page(alias: str) -> tuple[list[tuple[float, datetime, int]], dict[int, ChatMessage]]:
-        if connection.vendor == "postgresql":
-            hits = _postgresql_hits(alias, user_id, q, after, limit + 1)
-        else:
-            hits = _sqlite_hits(user_id, q, words, after, limit + 1)
-        messages = {
-            m.pk: m
-            for m in ChatMessage.objects.using(alias)
-            .filter(pk__in=[pk for _, _, pk in hits[:limit]], session__user_id=user_id)
-            .select_related("session")
-            .only(*MESSAGE_FIELDS.values(), "extra", "session__title", "session__user_id")
-        }
-        return hits, messages
-
-    hits, messages = replica.read(caller=replica.owner_caller(user_id), run=page)
-    more = len(hits) > limit
-    hits = hits[:limit]
+    if connection.vendor == "postgresql":
+        rows = replica.read(
+            caller=replica.owner_caller(user_id),
+            run=lambda alias: _postgresql_page(alias, user_id, q, after, limit + 1),
+        )
+    else:
+        rows = _sqlite_page(user_id, q, words, after, limit + 1)
     results = []
-    for _, _, pk in hits:
-        message = messages.get(pk)
-        if message is None:  # deleted between the two queries
-            continue
-        text, highlights = snippet(message.content, words)
+    for _, _, _, session_id, title, message in rows[:limit]:
+        text, highlights = snippet(message["content"], words)
         results.append(
             {
-                "session_id": message.session_id,
-                "session_title": message.session.title,
-                "message": message_to_wire(message),
+                "session_id": session_id,
+                "session_title": title,
+                "message": message,
                 "snippet": text,
                 "highlights": highlights,
             }
         )
-    return {"results": results, "next": encode_cursor(*hits[-1]) if more else None}
+    return {"results": results, "next": encode_cursor(*rows[limit - 1][:3]) if len(rows) > limit else None}
