@@ -45,8 +45,10 @@ worker_class = os.environ.get("GUNICORN_WORKER_CLASS") or "chatsite.gunicorn_wor
 workers = env_int("GUNICORN_WORKERS", usable_cpus())
 threads = env_int("GUNICORN_THREADS", 4)
 
-# A request running longer than this is killed with its worker; on a restart or
-# SIGTERM, workers get graceful_timeout to finish what they are serving.
+# A worker whose main loop has not reported for this long is killed (the threaded
+# worker's loop reports while its threads serve, so a long request is not cut: the
+# proxy's read timeout bounds it instead). On a restart or SIGTERM, workers get
+# graceful_timeout to finish what they are serving.
 timeout = env_int("GUNICORN_TIMEOUT", 30)
 graceful_timeout = env_int("GUNICORN_GRACEFUL_TIMEOUT", 30)
 # Seconds an idle keep-alive connection is held; keep it above the proxy's idle timeout.
