@@ -12,7 +12,7 @@ import pytest
 from django.db import connection
 
 from chat.models import ChatMessage, ChatSession
-from tests.support import ApiClient
+from tests.support import ApiClient, run_together
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 
@@ -81,25 +81,12 @@ def test_racing_retries_of_one_send_store_one_message(settings):
     settings.RATE_LIMIT_ENABLED = False
     key = ApiClient().generic("POST", "/api/v1/chat/guest/sessions").json()["data"]["session_key"]
     url = f"/api/v1/chat/guest/{key}/messages"
-    count = 8
-    start = threading.Barrier(count)
-    answers: list = [None] * count
 
-    def retry(i: int) -> None:
-        try:
-            start.wait(timeout=10)
-            response = ApiClient().post_json(url, {"content": f"attempt {i}", "id": "once"})
-            answers[i] = (response.status_code, response.json()["data"])
-        except Exception as exc:
-            answers[i] = exc
-        finally:
-            connection.close()
+    def retry(i: int) -> tuple:
+        response = ApiClient().post_json(url, {"content": f"attempt {i}", "id": "once"})
+        return response.status_code, response.json()["data"]
 
-    threads = [threading.Thread(target=retry, args=(i,)) for i in range(count)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=30)
+    answers = run_together(8, retry, join_timeout=30)
 
     assert {status for status, _ in answers} == {201}, answers
     [stored] = ChatMessage.objects.filter(session__session_key=key)
