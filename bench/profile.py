@@ -92,7 +92,7 @@ def profile_cases(server, wrk, cases: dict, tmp: Path, results_dir: Path, second
     beside = Path(sys.executable).parent / "py-spy"
     py_spy = str(beside) if beside.exists() else shutil.which("py-spy")
     if py_spy is None:
-        return {"error": "py-spy is not installed (bench/requirements.txt)"}
+        return {name: {"error": "py-spy is not installed (pip install -r bench/requirements.txt)"} for name in cases}
     out = {}
     for case in cases.values():
         raw = tmp / f"profile-{case.name}.txt"

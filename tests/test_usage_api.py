@@ -1,12 +1,15 @@
 """GET /api/chat/usage: the ledger per UTC day and model, moved by every write."""
 
-from datetime import UTC, datetime, timedelta
+import json
+from datetime import UTC, date, datetime, timedelta
 
 import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
+from chat.json import dumps
 from chat.models import UsageDay
+from chat.selectors import user_usage, user_usage_json
 
 URL = "/api/chat/usage"
 MESSAGES = "/api/chat/messages"
@@ -199,3 +202,22 @@ def test_reading_usage_is_one_query_whatever_the_number_of_messages(as_alice):
     ledger = [q for q in captured.captured_queries if "chat_usage_days" in q["sql"]]
     assert len(ledger) == 1
     assert "chat_messages" not in " ".join(q["sql"] for q in captured.captured_queries)
+
+
+@pytest.mark.postgres
+def test_the_json_postgresql_writes_is_the_json_of_the_rows_byte_for_byte(as_alice, alice):
+    # The answer is written by the database on PostgreSQL (chat.selectors.usage):
+    # compared with orjson's encoding of the same rows, models that need escaping included.
+    models = [None, "gpt-4o", 'say "hi" \\ back', "café ☕ 模型", "tab\there\nand\x01\x1f", "Zeta", "alpha"]
+    save(as_alice, "s1", *(reply(f"a{i}", f"2025-01-0{1 + i % 3}", model=m) for i, m in enumerate(models)))
+    save(as_alice, "s1", reply("a6", "2025-01-09", model="moved"))  # leaves "alpha" a day of zeros
+    start, end = date(2025, 1, 1), date(2025, 1, 31)
+
+    body = as_alice.get(URL, RANGE).content
+
+    assert body == dumps(user_usage(user_id=alice.pk, start=start, end=end))
+    assert body == user_usage_json(user_id=alice.pk, start=start, end=end)
+    assert len(json.loads(body)["days"]) == len(models)  # "alpha"'s day of zeros is left out
+    empty = as_alice.get(URL, {"from": "2024-01-01", "to": "2024-01-31"}).content
+    assert empty == dumps(user_usage(user_id=alice.pk, start=date(2024, 1, 1), end=date(2024, 1, 31)))
+    assert json.loads(empty) == {"from": "2024-01-01", "to": "2024-01-31", "totals": figures(), "days": []}

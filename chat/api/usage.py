@@ -3,6 +3,7 @@
 import re
 from datetime import UTC, date, datetime, timedelta
 
+from django.http import HttpResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema, extend_schema_field, extend_schema_serializer
 from rest_framework import serializers
@@ -12,7 +13,6 @@ from chat import selectors
 from chat.api.base import ApiView
 from chat.api.schema import RATE_LIMIT_HEADERS, REQUEST_ID_HEADERS, errors
 from chat.exceptions import Forbidden, NotFound
-from chat.json import json_response
 
 DEFAULT_DAYS = 30
 MAX_DAYS = 366
@@ -111,5 +111,7 @@ class ChatUsageApi(ApiView):
             user_id = User.objects.filter(username=username).values_list("pk", flat=True).first()
             if user_id is None:
                 raise NotFound("Unknown user")
-        # Written by orjson directly (the same bytes as DRF's renderer): no negotiation, no browsable page.
-        return json_response(selectors.user_usage(user_id=user_id, start=query["start"], end=query["end"]))
+        # The JSON written by the database, or by orjson (the same bytes as DRF's renderer):
+        # no negotiation, no browsable page.
+        body = selectors.user_usage_json(user_id=user_id, start=query["start"], end=query["end"])
+        return HttpResponse(body, content_type="application/json")

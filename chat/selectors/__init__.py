@@ -28,7 +28,7 @@ from chat.selectors.messages import (
 )
 from chat.selectors.search import message_search
 from chat.selectors.transfer import user_export
-from chat.selectors.usage import user_usage
+from chat.selectors.usage import user_usage, user_usage_json
 
 __all__ = [
     "GUEST_MESSAGE_FIELDS",
@@ -52,4 +52,5 @@ __all__ = [
     "user_export",
     "user_sessions",
     "user_usage",
+    "user_usage_json",
 ]
