@@ -1,6 +1,7 @@
 """Concurrent writers on PostgreSQL: exact counters, one row per id, no 500s, no orphans."""
 
 import threading
+import time
 from collections import Counter
 from datetime import UTC, datetime
 
@@ -188,3 +189,35 @@ def test_updated_at_never_moves_backwards_when_a_writer_waited_for_the_lock(alic
     written = dict(ChatMessage.objects.filter(session=session).values_list("message_id", "created_at"))
     assert written["w"] > written["h"]  # the waiter wrote last, at a later time
     assert session.updated_at == written["w"]
+
+
+def test_the_next_writer_of_a_session_does_not_wait_for_the_disk_flush_of_the_one_before(alice):
+    """A request's write commits without waiting for its WAL flush, which releases the
+    session's lock at once, and then waits for the flush before it answers
+    (chat.services.write_sql). Every flush is made to take 100 ms (commit_delay, a
+    group-commit setting, at its maximum): both answers wait for their flush, and the
+    second writer is granted the lock without waiting for the first one's."""
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW fsync")
+        if cursor.fetchone()[0] != "on":
+            pytest.fail("commit_delay applies only with fsync on; the test database has it off")
+    ApiClient(alice.api_token).post_json(URL, {"sessionId": "busy", "message": {"role": "system"}})
+    flush_delay = 0.1
+
+    def work(i: int) -> float:
+        with connection.cursor() as cursor:  # this thread's connection, which its requests use
+            cursor.execute("SET commit_delay = 100000")
+            cursor.execute("SET commit_siblings = 0")
+        message = {"id": f"m{i}", "role": "user", "content": str(i)}
+        started = time.monotonic()
+        response = ApiClient(alice.api_token).post_json(URL, {"sessionId": "busy", "message": message})
+        assert response.status_code == 201, response.content
+        return time.monotonic() - started
+
+    took = run_together(2, work)
+
+    assert all(isinstance(seconds, float) for seconds in took), took
+    assert all(seconds >= flush_delay for seconds in took), took  # each answer waited for its flush
+    first, second = sorted(ChatMessage.objects.filter(message_id__in=["m0", "m1"]).values_list("created_at", flat=True))
+    granted_apart = (second - first).total_seconds()  # created_at: the time the write was granted the lock
+    assert granted_apart < flush_delay / 2, f"the second writer waited {granted_apart * 1000:.0f} ms for the lock"

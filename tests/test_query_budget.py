@@ -4,8 +4,9 @@ GET messages: 2 (the token, then the session joined to its messages).
 
 Writes on PostgreSQL: one statement, outside any transaction (chat.services.write_sql:
 the lock, the messages, the statistics and the ledger in one round trip, committed on
-its own), plus the token for an authenticated caller: POST messages 2, a staff reply
-2, a guest send 1. On SQLite (the ORM): POST ≤ 7 (the token, the session: lock, or
+its own without waiting for the disk), then one that waits for the WAL's flush once
+the lock is released, plus the token for an authenticated caller: POST messages 3, a
+staff reply 3, a guest send 2. On SQLite (the ORM): POST ≤ 7 (the token, the session: lock, or
 create and lock; on upserts the replaced rows; the messages; the statistics; the
 ledger; on upserts the newest message), in one transaction.
 
@@ -20,6 +21,8 @@ from contextlib import contextmanager
 import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
+
+from chat.services.write_sql import FLUSH_SQL
 
 URL = "/api/chat/messages"
 
@@ -49,7 +52,8 @@ def write_budget(postgresql: int, orm: int = 7) -> int:
 @pytest.fixture
 def assert_one_statement_write():
     """PostgreSQL: the write is one statement with no transaction around it (its lock is
-    held for that statement alone), after `before` statements (the token)."""
+    held for that statement alone), after `before` statements (the token), and the
+    flush after it."""
 
     @contextmanager
     def check(*, before: int):
@@ -57,7 +61,8 @@ def assert_one_statement_write():
             yield
         sql = [q["sql"] for q in captured.captured_queries]
         if connection.vendor == "postgresql":
-            assert len(sql) == before + 1 and "chat_session_write(" in sql[-1], "\n".join(s[:120] for s in sql)
+            assert len(sql) == before + 2, "\n".join(s[:120] for s in sql)
+            assert "chat_session_write(" in sql[-2] and sql[-1] == FLUSH_SQL, "\n".join(s[:120] for s in sql)
 
     return check
 
@@ -88,36 +93,36 @@ SIZES = [1, 2, pytest.param(100, marks=pytest.mark.postgres)]
 
 
 @pytest.mark.parametrize("size", SIZES)
-def test_post_to_a_new_session_is_two_statements(as_alice, assert_max_statements, assert_one_statement_write, size):
+def test_post_to_a_new_session_is_three_statements(as_alice, assert_max_statements, assert_one_statement_write, size):
     messages = [{"role": "user", "content": str(i)} for i in range(size)]
-    with assert_max_statements(write_budget(2)), assert_one_statement_write(before=1):
+    with assert_max_statements(write_budget(3)), assert_one_statement_write(before=1):
         assert as_alice.post_json(URL, {"sessionId": "new", "messages": messages}).status_code == 201
 
 
 @pytest.mark.parametrize("size", SIZES)
-def test_post_to_an_existing_session_is_two_statements(
+def test_post_to_an_existing_session_is_three_statements(
     as_alice, assert_max_statements, assert_one_statement_write, size
 ):
     as_alice.post_json(URL, {"sessionId": "s1", "messages": [m for i in range(60) for m in pair(i)]})
     messages = [{"role": "user", "content": str(i)} for i in range(size)]
-    with assert_max_statements(write_budget(2)), assert_one_statement_write(before=1):
+    with assert_max_statements(write_budget(3)), assert_one_statement_write(before=1):
         assert as_alice.post_json(URL, {"sessionId": "s1", "messages": messages}).status_code == 201
 
 
 @pytest.mark.postgres
-def test_upserting_a_hundred_messages_is_two_statements(as_alice, assert_max_statements, assert_one_statement_write):
+def test_upserting_a_hundred_messages_is_three_statements(as_alice, assert_max_statements, assert_one_statement_write):
     batch = [m for i in range(50) for m in pair(i)]
     as_alice.post_json(URL, {"sessionId": "s1", "messages": batch})
-    with assert_max_statements(2), assert_one_statement_write(before=1):
+    with assert_max_statements(3), assert_one_statement_write(before=1):
         assert as_alice.post_json(URL, {"sessionId": "s1", "sessionTitle": "t", "messages": batch}).status_code == 201
 
 
-def test_a_guest_send_is_one_statement_and_a_staff_reply_two(
+def test_a_guest_send_is_two_statements_and_a_staff_reply_three(
     as_staff, assert_max_statements, assert_one_statement_write
 ):
     key = anon_post(as_staff, "/api/v1/chat/guest/sessions").json()["data"]["session_key"]
-    with assert_max_statements(write_budget(1, orm=6)), assert_one_statement_write(before=0):
+    with assert_max_statements(write_budget(2, orm=6)), assert_one_statement_write(before=0):
         response = anon_post(as_staff, f"/api/v1/chat/guest/{key}/messages", {"content": "hello", "id": "g-1"})
     assert response.status_code == 201
-    with assert_max_statements(write_budget(2, orm=6)), assert_one_statement_write(before=1):
+    with assert_max_statements(write_budget(3, orm=6)), assert_one_statement_write(before=1):
         assert as_staff.post_json(f"/api/v1/chat/guest/{key}/replies", {"content": "hi"}).status_code == 201
