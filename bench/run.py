@@ -699,7 +699,13 @@ def targets(results: dict) -> list[dict]:
     add("post-pair ÷ bare by CPU", ratio(cpu_of("bare"), cpu_of("post-pair")), 0.12, at_least=True)
     one = cases.get("post-pair-one-session", {}).get("load", {})
     add("post-pair-one-session p50 (ms)", one.get("p50_ms"), 30, at_least=False, unit="ms")
-    add("post-pair-one-session lock held p50, database clock via the request log (ms)", one.get("lock_p50_ms"), 2, at_least=False, unit="ms")
+    add(
+        "post-pair-one-session lock held p50, database clock via the request log (ms)",
+        one.get("lock_p50_ms"),
+        2,
+        at_least=False,
+        unit="ms",
+    )
     add(
         "post-pair-one-session grant to grant p50, database clock (ms)",
         one.get("grant_gap_p50_ms"),
