@@ -54,6 +54,19 @@ def test_never_finds_another_users_messages(as_alice, as_charlie, anon):
     assert found(as_charlie, "secret") == ["theirs-0"]
 
 
+def test_text_shaped_like_an_owners_lexeme_finds_nothing_of_that_owner(as_alice, alice, as_charlie, charlie):
+    # Each indexed word is stored as `<owner id>~<word>`; the parser splits at `~`,
+    # so neither a message nor a query can name another user's words.
+    save(as_charlie, "theirs", "secret recipe")
+    save(as_alice, "mine", f"{charlie.pk}~secret and '{charlie.pk}~recipe' \\'{charlie.pk}~secret")
+
+    assert found(as_alice, f"{charlie.pk}~secret") == ["mine-0"]  # alice's own words, not charlie's
+    assert found(as_alice, f"'{charlie.pk}~recipe'") == ["mine-0"]
+    assert found(as_charlie, f"{charlie.pk}~secret") == []  # "secret" AND the number: not both in charlie's
+    assert found(as_charlie, "secret recipe") == ["theirs-0"]
+    assert found(as_alice, f"{alice.pk}~secret") == []
+
+
 def test_every_word_must_match(as_alice):
     save(as_alice, "s1", "red apple pie", "red cherry pie", "green apple")
     assert found(as_alice, "apple pie") == ["s1-0"]

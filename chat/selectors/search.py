@@ -106,18 +106,17 @@ _MESSAGE_COLUMNS = ", ".join("m." + ("message_timestamp" if c == "timestamp" els
 _WIRE_KEYS = tuple(MESSAGE_FIELDS)
 
 # A page of hits, each with its message and session's title: one statement. The
-# hits come from the GIN index on the documents, asked for the owner's lexeme AND
-# the words (one condition the planner cannot split off); the owner is checked
-# again on the rows and on the session. The rank is of the words alone.
+# hits come from the GIN index on the documents, asked for the query's words as
+# the caller's own lexemes (`<owner id>~<word>`, migration 0010): the index reads
+# the caller's entries alone, whatever the size of the table. The owner is checked
+# again on the rows and on the session. A query without words is NULL: no hits.
 _PAGE_SQL = """
     SELECT h.rank, h."timestamp", h.message_id, m.session_id, s.title, {columns}, m.extra
     FROM (
         SELECT rank, "timestamp", message_id FROM (
             SELECT ts_rank(x.document, q.words) AS rank, x."timestamp", x.message_id
-            FROM chat_message_search x,
-                 plainto_tsquery('simple', chat_unaccent(%(q)s)) AS q(words),
-                 CAST(quote_literal('~u' || %(user)s) AS tsquery) AS o(owner)
-            WHERE numnode(q.words) > 0 AND x.document @@ (o.owner && q.words) AND x.user_id = %(user)s
+            FROM chat_message_search x, chat_owned_query(%(q)s, %(user)s) AS q(words)
+            WHERE x.document @@ q.words AND x.user_id = %(user)s
         ) hits {page}
         ORDER BY rank DESC, "timestamp" DESC, message_id DESC
         LIMIT %(limit)s
