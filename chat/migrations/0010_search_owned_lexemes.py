@@ -12,7 +12,10 @@ caller: the posting lists the index reads hold the caller's messages alone,
 whatever the size of the table. Positions are kept, so ranks are unchanged.
 
 The documents are rebuilt here, the index dropped first and made again after
-(measured: 14 s for 1,000,000 messages, and 1.7 s for the index). SQLite's FTS5
+(measured: 14 s for 1,000,000 messages, and 1.7 s for the index). It is one
+transaction, and the table stays locked until it commits: saving a message (whose
+trigger writes here) waits for it, ~16 s a million messages on the benchmark's
+machine. Searches wait too. SQLite's FTS5
 table is not changed (its search already filters candidates by owner in SQL).
 """
 
