@@ -21,6 +21,39 @@ table is not changed (its search already filters candidates by owner in SQL).
 
 from django.db import migrations
 
+# A message's document from its content and its owner's id: since this migration,
+# and as 0005 made it (for the reverse migration).
+NEW_DOCUMENT = "chat_owned_document({content}, {owner})"
+OLD_DOCUMENT = "chat_search_document({content}) || array_to_tsvector(ARRAY['~u' || {owner}])"
+
+# 0005's trigger function, writing the document {document} of each new row `n`.
+TRIGGER_SQL = """CREATE OR REPLACE FUNCTION chat_message_search_upsert() RETURNS trigger LANGUAGE plpgsql AS $$
+   BEGIN
+     INSERT INTO chat_message_search (message_id, user_id, "timestamp", document)
+     SELECT n.id, s.user_id, n.message_timestamp, {document}
+     FROM new_rows n JOIN chat_sessions s ON s.id = n.session_id
+     WHERE s.user_id IS NOT NULL
+     ON CONFLICT (message_id) DO UPDATE
+       SET "timestamp" = excluded."timestamp", document = excluded.document;
+     RETURN NULL;
+   END $$"""
+
+# Every stored document made again as {document} says (of message `m`, row `x`), without the index meanwhile.
+REBUILD_SQL = (
+    "DROP INDEX chat_message_search_document",
+    "UPDATE chat_message_search x SET document = {document} FROM chat_messages m WHERE m.id = x.message_id",
+    "CREATE INDEX chat_message_search_document ON chat_message_search USING gin (document)",
+)
+
+
+def switch_to(document: str) -> list[str]:
+    """The trigger, then every stored document, made with `document`."""
+    return [
+        TRIGGER_SQL.format(document=document.format(content="n.content", owner="s.user_id")),
+        *(sql.format(document=document.format(content="m.content", owner="x.user_id")) for sql in REBUILD_SQL),
+    ]
+
+
 POSTGRESQL = [
     # An owner's lexeme, quoted for the input of a tsvector or a tsquery.
     r"""CREATE OR REPLACE FUNCTION chat_search_lexeme(p_owner bigint, p_lexeme text) RETURNS text
@@ -41,39 +74,11 @@ POSTGRESQL = [
          SELECT string_agg(chat_search_lexeme(p_owner, t.lexeme), ' & ')::tsquery
          FROM unnest(to_tsvector('simple'::regconfig, chat_unaccent(p_q))) t
        $$""",
-    """CREATE OR REPLACE FUNCTION chat_message_search_upsert() RETURNS trigger LANGUAGE plpgsql AS $$
-       BEGIN
-         INSERT INTO chat_message_search (message_id, user_id, "timestamp", document)
-         SELECT n.id, s.user_id, n.message_timestamp, chat_owned_document(n.content, s.user_id)
-         FROM new_rows n JOIN chat_sessions s ON s.id = n.session_id
-         WHERE s.user_id IS NOT NULL
-         ON CONFLICT (message_id) DO UPDATE
-           SET "timestamp" = excluded."timestamp", document = excluded.document;
-         RETURN NULL;
-       END $$""",
-    "DROP INDEX chat_message_search_document",
-    """UPDATE chat_message_search x SET document = chat_owned_document(m.content, x.user_id)
-       FROM chat_messages m WHERE m.id = x.message_id""",
-    "CREATE INDEX chat_message_search_document ON chat_message_search USING gin (document)",
+    *switch_to(NEW_DOCUMENT),
 ]
 
 POSTGRESQL_REVERSE = [
-    """CREATE OR REPLACE FUNCTION chat_message_search_upsert() RETURNS trigger LANGUAGE plpgsql AS $$
-       BEGIN
-         INSERT INTO chat_message_search (message_id, user_id, "timestamp", document)
-         SELECT n.id, s.user_id, n.message_timestamp,
-                chat_search_document(n.content) || array_to_tsvector(ARRAY['~u' || s.user_id])
-         FROM new_rows n JOIN chat_sessions s ON s.id = n.session_id
-         WHERE s.user_id IS NOT NULL
-         ON CONFLICT (message_id) DO UPDATE
-           SET "timestamp" = excluded."timestamp", document = excluded.document;
-         RETURN NULL;
-       END $$""",
-    "DROP INDEX chat_message_search_document",
-    """UPDATE chat_message_search x
-       SET document = chat_search_document(m.content) || array_to_tsvector(ARRAY['~u' || x.user_id])
-       FROM chat_messages m WHERE m.id = x.message_id""",
-    "CREATE INDEX chat_message_search_document ON chat_message_search USING gin (document)",
+    *switch_to(OLD_DOCUMENT),
     "DROP FUNCTION chat_owned_query(text, bigint)",
     "DROP FUNCTION chat_owned_document(text, bigint)",
     "DROP FUNCTION chat_search_lexeme(bigint, text)",
