@@ -127,3 +127,23 @@ def test_a_session_deleted_in_the_admin_goes_through_the_service(staff_browser, 
     assert response.status_code == 302
     assert not ChatSession.objects.filter(pk="s1").exists()
     assert [list(call["session_ids"]) for call in calls] == [["s1"]]
+
+
+def test_an_api_request_makes_no_message_storage_and_the_admin_still_shows_its_messages(
+    staff_browser, as_alice, alice, monkeypatch
+):
+    from django.contrib.messages import storage
+
+    made = []
+    original = storage.default_storage
+    monkeypatch.setattr(storage, "default_storage", lambda request: made.append(request.path) or original(request))
+
+    assert as_alice.get(URL, {"session_id": "none"}).status_code == 404
+    assert as_alice.post_json(URL, {"sessionId": "s1", "message": {"role": "user"}}).status_code == 201
+    assert made == []
+
+    response = staff_browser.post(session_page("s1"), {"user": alice.pk, "guest_name": "", "title": "New"}, follow=True)
+
+    assert response.status_code == 200
+    assert "was changed successfully" in response.content.decode()  # stored on the POST, shown on the next page
+    assert session_page("s1") in made
