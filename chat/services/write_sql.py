@@ -76,11 +76,11 @@ def write_sql(write: SessionWrite) -> list[ChatMessage]:
         cursor.cursor.adapters.register_loader("timestamptz", TimestamptzLoader)
         cursor.execute(AUTOCOMMIT_WRITE_SQL if autocommit else IN_TRANSACTION_WRITE_SQL, params)
         row = cursor.fetchone()
-        outcome = row[0]
+        outcome, session_id, owner_id, guest_key, ids, stamps, written_at, retried_content, retried_type = row[:9]
+        held = row[9] if autocommit else None
         if autocommit and outcome in ("ok", "retry"):
             # A retry answers with a message another request stored: durable too.
             cursor.execute(FLUSH_SQL)
-    session_id, owner_id, guest_key, ids, stamps, written_at = row[1:7]
     if outcome == "not_found":
         raise NotFound("Session not found")
     if outcome == "forbidden":
@@ -88,7 +88,7 @@ def write_sql(write: SessionWrite) -> list[ChatMessage]:
     if outcome == "conflict":
         raise Conflict("This id belongs to another message of the session", details={"id": [write.retry_id]})
     if autocommit:
-        metrics.observe_lock_hold(row[9].total_seconds())
+        metrics.observe_lock_hold(held.total_seconds())
     if outcome == "retry":
         stored = ChatMessage(
             id=ids[0],
@@ -96,8 +96,8 @@ def write_sql(write: SessionWrite) -> list[ChatMessage]:
             message_id=write.retry_id,
             role=write.prepared.rows[0].role,
             author=write.author,
-            content=row[7],
-            content_type=row[8],
+            content=retried_content,
+            content_type=retried_type,
             timestamp=stamps[0],
         )
         _mark_stored(stored)
