@@ -280,6 +280,7 @@ class Case:
     messages: int = 0  # a write: the messages each request saves
     sessions: int = POST_SESSIONS  # a write: how many sessions it rotates over
     prefix: str = POST_PAIR_PREFIX  # a write: their name prefix
+    prelude: str | None = None  # a file in bench/wrk put before the script (what scripts share)
 
     def body(self, index: int, nonce: str) -> bytes | None:
         """A write's body like the script's (the check and the round-trip count send it)."""
@@ -363,6 +364,7 @@ def make_cases(seeded: seed.Seeded, etag: str = "") -> dict[str, Case]:
             "/api/chat/messages",
             "post_pair.lua",
             {**auth, "Content-Type": "application/json"},
+            prelude="post_common.lua",
             script_args=(str(POST_SESSIONS), POST_PAIR_PREFIX),
             messages=2,
         ),
@@ -373,6 +375,7 @@ def make_cases(seeded: seed.Seeded, etag: str = "") -> dict[str, Case]:
             "/api/chat/messages",
             "post_pair.lua",
             {**auth, "Content-Type": "application/json"},
+            prelude="post_common.lua",
             script_args=("1", ONE_SESSION_PREFIX),
             messages=2,
             sessions=1,
@@ -384,6 +387,7 @@ def make_cases(seeded: seed.Seeded, etag: str = "") -> dict[str, Case]:
             "/api/chat/messages",
             "post_many.lua",
             {**auth, "Content-Type": "application/json"},
+            prelude="post_common.lua",
             script_args=(str(POST_SESSIONS), BULK_PREFIX, str(BULK_MESSAGES)),
             messages=BULK_MESSAGES,
             prefix=BULK_PREFIX,
@@ -493,7 +497,8 @@ class Wrk:
     def script(self, case: Case) -> Path:
         path = self.tmp / f"{case.name}.lua"
         if not path.exists():
-            path.write_text((WRK_DIR / case.script).read_text() + "\n" + self.report)
+            parts = [case.prelude, case.script] if case.prelude else [case.script]
+            path.write_text("\n".join([*((WRK_DIR / part).read_text() for part in parts), self.report]))
         return path
 
     def run(self, case: Case, duration: float, *, single: bool = False) -> dict:

@@ -79,7 +79,7 @@ def test_production_urls_have_no_bench_route():
 def test_every_wrk_script_exists_and_reports_one_parseable_line():
     report = (BENCH / "wrk" / "report.lua").read_text()
     assert "BENCH_JSON" in report
-    for script in ("get.lua", "post_pair.lua", "post_many.lua"):
+    for script in ("get.lua", "post_common.lua", "post_pair.lua", "post_many.lua"):
         assert (BENCH / "wrk" / script).exists()
 
 

@@ -4,18 +4,9 @@
 -- Arguments (after --): a nonce unique to this wrk run, the number of sessions, the
 -- sessions' name prefix (post-pair: 1,000 sessions; post-pair-one-session: one).
 
--- Each thread's index is a global that setup() sets in that thread's state (thread:set);
--- a chunk-level `local thread_index` would shadow it there (every thread 0, ids colliding).
-local threads_made = 0
-
-function setup(thread)
-  thread:set("thread_index", threads_made)
-  threads_made = threads_made + 1
-end
+-- After post_common.lua (setup, thread_index, the texts).
 
 local nonce, sessions, prefix, counter
-local user_text = string.rep("How do I keep a poll fast when the table grows? ", 2)
-local assistant_text = string.rep("Use an index on (session, id) and fetch only rows past the cursor. ", 6)
 
 function init(args)
   nonce = args[1] or tostring(os.time())

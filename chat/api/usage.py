@@ -10,7 +10,7 @@ from rest_framework import serializers
 
 from accounts.models import User
 from chat import selectors
-from chat.api.base import ApiView
+from chat.api.base import ApiView, validated
 from chat.api.schema import RATE_LIMIT_HEADERS, REQUEST_ID_HEADERS, errors
 from chat.exceptions import Forbidden, NotFound
 
@@ -76,11 +76,6 @@ class ChatUsageApi(ApiView):
                 raise serializers.ValidationError({"from": [f"At most {MAX_DAYS} days at once."]})
             return {"start": start, "end": end, "username": attrs.get("user")}
 
-    # One instance validates every request's query: DRF deep-copies a serializer's
-    # fields for each new instance, which cost as much as the ledger read itself.
-    # run_validation keeps no state on the instance, so threads can share it.
-    query_validator = QuerySerializer()
-
     @extend_schema_serializer(component_name="ChatUsage")
     class OutputSerializer(serializers.Serializer):
         to = serializers.DateField()
@@ -102,7 +97,7 @@ class ChatUsageApi(ApiView):
     )
     def get(self, request):
         # A plain dict: DRF reads a QueryDict as a form, where `?user=` means "not given".
-        query = self.query_validator.run_validation(request.query_params.dict())
+        query = validated(self.QuerySerializer, request.query_params.dict())
         username = query["username"]
         user_id = request.user.pk
         if username is not None and username != request.user.get_username():
